@@ -1,0 +1,1 @@
+"""asyncio transports: the QMP server, the client and their stream glue."""

@@ -1,0 +1,1 @@
+"""Collecting events from many VMs into SQLite, NATS JetStream and Prometheus."""

@@ -1,0 +1,1 @@
+"""Sans-IO QMP: JSON stream framing, message codec and session state machines."""

@@ -1,0 +1,1 @@
+"""Typed QMP event models, validation, and validators built from a live QEMU schema."""

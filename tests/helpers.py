@@ -1,0 +1,44 @@
+"""Shared test doubles and paths to the reference material."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+REFERENCE = SHARED / "reference" / "qemu-7.2"
+SEED = SHARED / "seed" / "000_e99d3304902dc35b.txt"
+TRANSCRIPTS = ("protocol", "dump", "migration", "guest_panic", "quorum", "vserport", "mem_unplug")
+
+
+def load_transcript(name: str) -> dict[str, Any]:
+    """One reference transcript (qmp-acceptance-transcript/1) as a dict."""
+    with (REFERENCE / f"{name}.json").open() as f:
+        data: dict[str, Any] = json.load(f)
+    return data
+
+
+def raw_bytes(line: dict[str, Any]) -> bytes:
+    """The exact bytes of one transcript line."""
+    if "raw_b64" in line:
+        import base64
+
+        return base64.b64decode(line["raw_b64"])
+    raw: str = line["raw"]
+    return raw.encode("utf-8", "surrogateescape")
+
+
+class FakeClock:
+    """A monotonic clock that only moves when a test moves it."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
