@@ -1,0 +1,97 @@
+"""Decode one QMP event message from bytes: typed when modeled, generic otherwise.
+
+The hot path is a single reused msgspec decoder for the tagged union of modeled
+events. Everything else (unknown event names, broken input, error wording) happens
+only after that decoder has refused the input, so valid traffic never pays for it.
+"""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+
+from qmpevents.errors import JSONParseError, ValidationError
+from qmpevents.schema.events import EVENT_TYPES, Event, GenericEvent, ModeledEvent, bind_raw
+from qmpevents.schema.problems import MISSING, wrong_type
+
+__all__ = ["UNNAMED_EVENT", "decode_event"]
+
+UNNAMED_EVENT = "QMP event"
+"""The event part of a ValidationError when the input carries no usable event name."""
+
+_TYPED: msgspec.json.Decoder[ModeledEvent] = msgspec.json.Decoder(ModeledEvent)
+_GENERIC = msgspec.json.Decoder(GenericEvent)
+_ANY = msgspec.json.Decoder()
+
+
+def decode_event(raw: bytes) -> Event:
+    """Decode one event message (``{"timestamp": ..., "event": ..., "data": ...}``).
+
+    A modeled event decodes to its typed Struct, any other event name to a
+    :class:`GenericEvent`; unknown members are ignored but kept in ``raw`` (see
+    ``extra_members()``). The result remembers ``raw``.
+
+    Raises :class:`~qmpevents.errors.ValidationError` when the message breaks the
+    model (``QUORUM_REPORT_BAD: data.sector-num: expected int, got str``), including
+    input that is not an event at all (``QMP event: event: missing required member``),
+    and :class:`~qmpevents.errors.JSONParseError` when ``raw`` is not JSON.
+    """
+    try:
+        event: Event = _TYPED.decode(raw)
+    except msgspec.DecodeError as exc:  # ValidationError is a subclass
+        event = _decode_refused(raw, exc)
+    bind_raw(event, raw)
+    return event
+
+
+def _decode_refused(raw: bytes, exc: msgspec.DecodeError) -> GenericEvent:
+    """Classify input the typed decoder refused: generic event, or which error."""
+    if not isinstance(exc, msgspec.ValidationError):
+        raise JSONParseError(f"JSON parse error, {exc}", raw) from None
+    message = _ANY.decode(raw)
+    if not isinstance(message, dict):
+        raise ValidationError(UNNAMED_EVENT, "", wrong_type("object", message), raw) from None
+    if "event" not in message:
+        raise ValidationError(UNNAMED_EVENT, "event", MISSING, raw) from None
+    name = message["event"]
+    if not isinstance(name, str):
+        raise ValidationError(UNNAMED_EVENT, "event", wrong_type("str", name), raw) from None
+    if name in EVENT_TYPES:
+        raise _translate(name, exc, raw) from None
+    try:
+        return _GENERIC.decode(raw)
+    except msgspec.ValidationError as generic_exc:
+        raise _translate(name, generic_exc, raw) from None
+
+
+# msgspec words its errors as "<what> - at `$.data.sector-num`"; the location part
+# is absent for problems at the top level.
+_LOCATION = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_WRONG_TYPE = re.compile(r"^Expected `(?P<expected>[^`]+)`, got `(?P<got>[^`]+)`$")
+_CONSTRAINT = re.compile(r"^Expected `(?P<expected>[^`]+)` (?P<constraint>[<>=!]+ .+)$")
+_MISSING = re.compile(r"^Object missing required field `(?P<member>[^`]+)`$")
+_BAD_VALUE = re.compile(r"^Invalid (?:enum )?value (?P<value>.+)$", re.DOTALL)
+
+
+def _translate(event: str, exc: msgspec.ValidationError, raw: bytes) -> ValidationError:
+    """Turn msgspec's wording into ours: ``data.sector-num: expected int, got str``."""
+    located = _LOCATION.match(str(exc))
+    assert located is not None  # the pattern matches any string
+    what = located["what"]
+    path = (located["path"] or "").lstrip(".")
+    if match := _WRONG_TYPE.match(what):
+        # An optional member is modeled as `T | None`; QAPI has no null there.
+        expected = match["expected"].removesuffix(" | null")
+        problem = f"expected {expected}, got {match['got']}"
+    elif match := _CONSTRAINT.match(what):
+        problem = f"expected {match['expected']} {match['constraint']}"
+    elif match := _MISSING.match(what):
+        path = f"{path}.{match['member']}" if path else match["member"]
+        problem = MISSING
+    elif match := _BAD_VALUE.match(what):
+        # A bad tag of a nested union is a bad value of QAPI's discriminator enum.
+        problem = f"invalid enum value {match['value']}"
+    else:
+        problem = what[:1].lower() + what[1:]
+    return ValidationError(event, path, problem, raw)
