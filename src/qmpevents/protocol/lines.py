@@ -56,6 +56,15 @@ class LineFramer:
             buffer += data
             data = bytes(buffer)
             buffer.clear()
+        if len(data) <= self.max_line and data.count(b"\n") == data.count(b"\r\n"):
+            # The common case, QEMU's own output: no line can be over the limit
+            # and every line ends in CRLF, so one split does all the work.
+            crlf_lines = data.split(b"\r\n")
+            buffer += crlf_lines.pop()
+            if out:
+                out.extend(crlf_lines)
+                return out
+            return crlf_lines  # type: ignore[return-value]  # list is invariant
         lines = data.split(b"\n")
         rest = lines.pop()
         for line in lines:

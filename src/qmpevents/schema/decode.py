@@ -15,12 +15,15 @@ from qmpevents.errors import JSONParseError, ValidationError
 from qmpevents.schema.events import EVENT_TYPES, Event, GenericEvent, ModeledEvent, bind_raw
 from qmpevents.schema.problems import MISSING, wrong_type
 
-__all__ = ["UNNAMED_EVENT", "decode_event"]
+__all__ = ["MODELED_DECODER", "UNNAMED_EVENT", "decode_event"]
 
 UNNAMED_EVENT = "QMP event"
 """The event part of a ValidationError when the input carries no usable event name."""
 
-_TYPED: msgspec.json.Decoder[ModeledEvent] = msgspec.json.Decoder(ModeledEvent)
+MODELED_DECODER: msgspec.json.Decoder[ModeledEvent] = msgspec.json.Decoder(ModeledEvent)
+"""The one reused decoder of every modeled event, for hot loops that inline
+:func:`decode_event`'s fast path: decode, then store the bytes under
+``event.__dict__[RAW_KEY]``; on ``msgspec.DecodeError`` call :func:`decode_event`."""
 _GENERIC = msgspec.json.Decoder(GenericEvent)
 _ANY = msgspec.json.Decoder()
 
@@ -38,7 +41,7 @@ def decode_event(raw: bytes) -> Event:
     and :class:`~qmpevents.errors.JSONParseError` when ``raw`` is not JSON.
     """
     try:
-        event: Event = _TYPED.decode(raw)
+        event: Event = MODELED_DECODER.decode(raw)
     except msgspec.DecodeError as exc:  # ValidationError is a subclass
         event = _decode_refused(raw, exc)
     bind_raw(event, raw)

@@ -32,6 +32,7 @@ from qmpevents.schema.types import (
 
 __all__ = [
     "EVENT_TYPES",
+    "RAW_KEY",
     "DeviceDeleted",
     "DeviceDeletedData",
     "DeviceUnplugGuestError",
@@ -70,7 +71,8 @@ __all__ = [
 
 # Where the received bytes live in an event's instance ``__dict__``: the bytes are
 # not a wire member, so they must stay out of the Struct's fields (and out of encode).
-_RAW_KEY = "_raw"
+RAW_KEY = "_raw"
+"""Key of the received bytes in an event instance's ``__dict__`` (see ``raw``)."""
 
 
 class _EventBase(msgspec.Struct, frozen=True, dict=True):
@@ -79,7 +81,7 @@ class _EventBase(msgspec.Struct, frozen=True, dict=True):
     @property
     def raw(self) -> bytes | None:
         """The exact bytes QEMU sent, or ``None`` for an event built in Python."""
-        raw: bytes | None = self.__dict__.get(_RAW_KEY)
+        raw: bytes | None = self.__dict__.get(RAW_KEY)
         return raw
 
     def extra_members(self) -> dict[str, Any]:
@@ -98,7 +100,7 @@ def _timestamp_dict(timestamp: Timestamp) -> dict[str, int]:
 
 def bind_raw(event: _EventBase, raw: bytes) -> None:
     """Record the bytes an event was decoded from (for the decoder only)."""
-    event.__dict__[_RAW_KEY] = raw
+    event.__dict__[RAW_KEY] = raw
 
 
 class KnownEvent(_EventBase, frozen=True, dict=True, tag_field="event"):
