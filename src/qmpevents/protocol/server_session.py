@@ -67,7 +67,9 @@ class GreetingInfo:
         return {"QMP": {"version": version, "capabilities": list(self.capabilities)}}
 
 
-class _CapabilitiesArguments(msgspec.Struct):
+class CapabilitiesArguments(msgspec.Struct, frozen=True):
+    """The arguments of ``qmp_capabilities`` (checked here; declared for the schema)."""
+
     enable: list[Literal["oob"]] | None = None
 
 
@@ -135,7 +137,7 @@ class ServerSession:
                 "Capabilities negotiation is already complete, command ignored",
             )
         try:
-            arguments = convert_arguments(_CapabilitiesArguments, request.arguments)
+            arguments = convert_arguments(CapabilitiesArguments, request.arguments)
         except ArgumentError as error:
             return self.reply_error(request, GENERIC_ERROR, error.desc)
         enable: list[str] = list(arguments.enable or ())

@@ -1,0 +1,200 @@
+"""Listening sockets of a QMP server: unix and TCP, one client at a time like QEMU.
+
+QEMU serves one client per ``-qmp`` socket: a second client is accepted by the
+kernel but gets no greeting, and is not read, until the first one leaves. A
+:class:`Listener` does the same, or serves every connection at once when built
+with ``multi_client=True``.
+
+Unix sockets are created with mode 0600 (only the owner may connect, as the
+monitor can do anything to the VM). A socket file nobody listens on (left by a
+crashed process) is replaced; one with a live server behind it is an error.
+The file is removed when the listener closes, if it is still ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import os
+import socket
+import stat
+from collections import deque
+from typing import TYPE_CHECKING
+
+from qmpevents.aio.monitor import Monitor
+from qmpevents.errors import ConfigError
+
+if TYPE_CHECKING:
+    from qmpevents.aio.server import QMPServer
+
+__all__ = ["Listener", "open_tcp_listener", "open_unix_listener"]
+
+# Room for bursts of clients connecting at once (a unix connect fails outright,
+# rather than waiting, when the backlog is full); the kernel caps it at somaxconn.
+_BACKLOG = 1024
+
+
+class Listener:
+    """One listening socket and the connections it accepted.
+
+    ``monitors`` is the server-wide set every started connection joins (events
+    are broadcast over it); a connection leaves it when it closes.
+    """
+
+    def __init__(
+        self, server: QMPServer, label: str, monitors: set[Monitor], *, multi_client: bool
+    ) -> None:
+        self.label = label
+        self.multi_client = multi_client
+        self._server = server
+        self._monitors = monitors
+        self._active: set[Monitor] = set()
+        self._waiting: deque[Monitor] = deque()
+        self._accepted = 0
+        self._asyncio_server: asyncio.Server | None = None
+        self._unix_path: str | None = None
+        self._unix_inode = 0
+
+    def protocol_factory(self) -> Monitor:
+        """A new :class:`Monitor` for an accepted connection."""
+        self._accepted += 1
+        return Monitor(self._server, self, f"{self.label}#{self._accepted}")
+
+    def attach(self, monitor: Monitor) -> None:
+        """Start ``monitor`` now if the socket is free (or multi-client), else queue it."""
+        if self.multi_client or not self._active:
+            self._start(monitor)
+        else:
+            self._waiting.append(monitor)
+
+    def detach(self, monitor: Monitor) -> None:
+        """``monitor`` closed: the next waiting connection, if any, gets the greeting."""
+        self._monitors.discard(monitor)
+        if monitor in self._active:
+            self._active.discard(monitor)
+            while self._waiting and not self._active:
+                waiting = self._waiting.popleft()
+                if not waiting.closed:
+                    self._start(waiting)
+        else:
+            with contextlib.suppress(ValueError):  # already taken off by close()
+                self._waiting.remove(monitor)
+
+    def close(self) -> None:
+        """Stop accepting, drop the connections still waiting, remove our socket file."""
+        if self._asyncio_server is not None:
+            self._asyncio_server.close()
+            self._asyncio_server = None
+        while self._waiting:
+            self._waiting.popleft().abort()
+        if self._unix_path is not None:
+            _remove_if_ours(self._unix_path, self._unix_inode)
+            self._unix_path = None
+
+    def _start(self, monitor: Monitor) -> None:
+        self._active.add(monitor)
+        self._monitors.add(monitor)
+        monitor.start()
+
+
+async def open_unix_listener(
+    server: QMPServer, path: str, monitors: set[Monitor], *, multi_client: bool
+) -> Listener:
+    """Listen on unix socket ``path`` (mode 0600), replacing a stale socket file.
+
+    Raises :class:`ConfigError` naming the path when a server already listens
+    there or the path exists and is not a socket.
+    """
+    _clear_stale_socket(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        # Linux creates the file with the mode of the socket inode: set it before
+        # bind so that no other user can connect in the window before chmod.
+        os.fchmod(sock.fileno(), 0o600)
+        sock.bind(path)
+        os.chmod(path, 0o600)
+        inode = os.stat(path).st_ino
+        listener = Listener(server, f"unix:{path}", monitors, multi_client=multi_client)
+        loop = asyncio.get_running_loop()
+        listener._asyncio_server = await loop.create_unix_server(
+            listener.protocol_factory, sock=sock, backlog=_BACKLOG
+        )
+    except BaseException:
+        sock.close()
+        raise
+    listener._unix_path = path
+    listener._unix_inode = inode
+    return listener
+
+
+async def open_tcp_listener(
+    server: QMPServer,
+    host: str,
+    port: int,
+    monitors: set[Monitor],
+    *,
+    allow_remote: bool,
+    multi_client: bool,
+) -> tuple[Listener, tuple[str, int]]:
+    """Listen on TCP ``host``:``port``; returns the listener and the bound address.
+
+    A host that is not a loopback address needs ``allow_remote=True``
+    (:class:`ConfigError` otherwise): QMP has no authentication.
+    """
+    if not allow_remote and not _is_loopback(host):
+        raise ConfigError(
+            f"refusing to listen on {host!r}: not a loopback address (allow_remote=True to permit)"
+        )
+    listener = Listener(server, f"tcp:{host}:{port}", monitors, multi_client=multi_client)
+    loop = asyncio.get_running_loop()
+    asyncio_server = await loop.create_server(
+        listener.protocol_factory, host, port, backlog=_BACKLOG
+    )
+    listener._asyncio_server = asyncio_server
+    bound = asyncio_server.sockets[0].getsockname()
+    listener.label = f"tcp:{bound[0]}:{bound[1]}"
+    return listener, (str(bound[0]), int(bound[1]))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _clear_stale_socket(path: str) -> None:
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ConfigError(f"{path}: exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)  # nobody listens: left over from a process that died
+        return
+    except OSError as error:
+        # EAGAIN: a live server with a full backlog; anything else we cannot judge.
+        if error.errno != errno.EAGAIN:
+            raise ConfigError(f"{path}: cannot check the existing socket: {error}") from error
+    finally:
+        probe.close()
+    raise ConfigError(f"{path}: another server is already listening on this socket")
+
+
+def _remove_if_ours(path: str, inode: int) -> None:
+    # Another process may have replaced the file since (its stale-socket check):
+    # only remove the socket we created.
+    try:
+        if os.stat(path).st_ino == inode:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
