@@ -139,27 +139,30 @@ def _decode_string(token: bytes) -> str:
             continue
         if esc != ord("u"):
             raise _ParseFailure("invalid escape sequence in string")
-        cp, i = _hex4(body, j + 2)
+        # QEMU's cvt4hex() reads four characters whatever they are (-1 when one
+        # is not hex) and the error quotes the escape as far as it read, up to
+        # the end of the token, closing quote included.
+        i = j + 6
+        cp = _hex4(body, j + 2)
         if 0xD800 <= cp <= 0xDBFF and body[i : i + 2] == b"\\u":
-            trailing, after = _hex4(body, i + 2)
+            trailing = _hex4(body, i + 2)
             if 0xDC00 <= trailing <= 0xDFFF:
                 cp = 0x10000 + ((cp - 0xD800) << 10) + (trailing - 0xDC00)
-                i = after
+                i += 6
             else:
                 cp = -1
         if not _valid_codepoint(cp):
-            raise _ParseFailure(
-                f"{body[j:i].decode('ascii', 'replace')} is not a valid Unicode character"
-            )
+            quoted = token[1 + j : 1 + i].decode("utf-8", "replace")
+            raise _ParseFailure(f"{quoted} is not a valid Unicode character")
         out.append(chr(cp))
     return "".join(out)
 
 
-def _hex4(body: bytes, start: int) -> tuple[int, int]:
+def _hex4(body: bytes, start: int) -> int:
     digits = body[start : start + 4]
     if len(digits) != 4 or not all(d in _HEX for d in digits):
-        raise _ParseFailure("invalid hex escape sequence in string")
-    return int(digits, 16), start + 4
+        return -1
+    return int(digits, 16)
 
 
 def _decode_utf8(raw: bytes) -> str:
@@ -379,7 +382,8 @@ class JSONStreamFramer:
                 self._token += view[i : run.end()]
                 self._check_token_size()
                 return run.end()
-            return self._end_token(_KEYWORD_TOK, ch, i, base)
+            self._emit_token(_KEYWORD_TOK)  # LOOKAHEAD: this byte is lexed again
+            return i
         if state == _ZERO and ch in _DIGIT:
             # QEMU forbids leading zeros: the digit is consumed into the error
             self._token.append(ch)
@@ -399,17 +403,10 @@ class JSONStreamFramer:
             return i + 1
         terminal = _NUMBER_TERMINAL.get(state)
         if terminal is not None:
-            return self._end_token(terminal, ch, i, base)
+            self._emit_token(terminal)  # LOOKAHEAD: this byte is lexed again
+            return i
         # no transition and not a terminal state: QEMU consumes the byte into the error
         self._token.append(ch)
-        self._lex_error(base + i + 1)
-        return i + 1
-
-    def _end_token(self, kind: str, ch: int, i: int, base: int) -> int:
-        if ch < 0x80:
-            self._emit_token(kind)  # LOOKAHEAD: the byte is lexed again from START
-            return i
-        self._token.append(ch)  # bytes >= 0x80 after a token are an error, consumed
         self._lex_error(base + i + 1)
         return i + 1
 

@@ -130,16 +130,18 @@ class ServerSession:
         return request
 
     def _capabilities(self, request: Request) -> bytes:
+        # QEMU's marshaller checks the arguments before the command looks at the
+        # negotiation state, so bad arguments win over "already complete".
+        try:
+            arguments = convert_arguments(CapabilitiesArguments, request.arguments)
+        except ArgumentError as error:
+            return self.reply_error(request, GENERIC_ERROR, error.desc)
         if self.negotiated:
             return self.reply_error(
                 request,
                 COMMAND_NOT_FOUND,
                 "Capabilities negotiation is already complete, command ignored",
             )
-        try:
-            arguments = convert_arguments(CapabilitiesArguments, request.arguments)
-        except ArgumentError as error:
-            return self.reply_error(request, GENERIC_ERROR, error.desc)
         enable: list[str] = list(arguments.enable or ())
         # QEMU lists every unavailable entry, repeats included (qmp_caps_accept)
         unavailable = [cap for cap in enable if cap not in self.greeting.capabilities]
