@@ -14,6 +14,7 @@ from typing import Any, BinaryIO
 
 import click
 
+from qmpevents.cli_watch import watch
 from qmpevents.errors import QMPEventsError, SchemaError
 from qmpevents.protocol.validation import MessageReport, validate_document, validate_stream
 from qmpevents.schema.live import LiveSchema
@@ -98,3 +99,6 @@ def validate(file: BinaryIO, doc: bool, schema_path: str | None, as_json: bool) 
             err=True,
         )
     sys.exit(1 if invalid else 0)
+
+
+main.add_command(watch)

@@ -157,3 +157,11 @@ def test_close_mid_message() -> None:
     error = session.receive_eof()
     assert error is not None and "middle of a message" in str(error)
     assert session.state is ClientState.CLOSED
+
+
+def test_late_reply_to_a_cancelled_request_is_ignored() -> None:
+    session = ready_session()
+    request_id, _ = session.command("query-status")
+    session.cancel(request_id)
+    assert session.receive_data(b'{"return": {}, "id": %d}\r\n' % request_id) == []
+    assert session.protocol_errors == 0 and session.pending == 0

@@ -136,6 +136,7 @@ _GENERIC: Final = msgspec.json.Decoder(GenericEvent)
 class _Pending:
     command: str
     id: Any
+    cancelled: bool = False  # nobody waits: the reply is consumed silently
 
 
 @dataclass(slots=True)
@@ -198,8 +199,15 @@ class ClientSession:
         return request_id, msgspec.json.encode(message) + b"\n"
 
     def cancel(self, request_id: Any) -> None:
-        """Forget a request whose reply nobody waits for (a late reply is then ignored)."""
-        self._pending.pop(request_id, None)
+        """Nobody waits for this request any more: its late reply is ignored, not an error."""
+        pending = self._pending.get(request_id)
+        if pending is not None:
+            pending.cancelled = True
+
+    @property
+    def negotiation_id(self) -> Any:
+        """The id of the ``qmp_capabilities`` request still awaiting its reply, else None."""
+        return self._negotiation_id
 
     @property
     def pending(self) -> int:
@@ -261,7 +269,9 @@ class ClientSession:
         elif envelope.QMP is not None:
             out.append(self._greeting(envelope.QMP, line))
         elif envelope.return_ is not msgspec.UNSET or envelope.error is not None:
-            out.append(self._reply(envelope, line))
+            reply = self._reply(envelope, line)
+            if reply is not None:
+                out.append(reply)
         else:
             out.append(
                 self._violation(
@@ -297,7 +307,7 @@ class ClientSession:
         self.state = ClientState.NEGOTIATING
         return self.greeting
 
-    def _reply(self, envelope: _Envelope, line: bytes) -> ServerMessage:
+    def _reply(self, envelope: _Envelope, line: bytes) -> ServerMessage | None:
         request_id = (
             _ANY.decode(envelope.id) if not isinstance(envelope.id, msgspec.UnsetType) else None
         )
@@ -311,6 +321,8 @@ class ClientSession:
             self._negotiation_id = None
             if envelope.error is None:
                 self.state = ClientState.READY
+        if pending.cancelled:
+            return None
         if envelope.error is not None:
             return ErrorResponse(
                 request_id, pending.command, envelope.error.class_, envelope.error.desc, line

@@ -1,0 +1,565 @@
+"""An asyncio QMP client: connect, execute commands, listen for typed events.
+
+::
+
+    async with connect("/run/vm1/qmp.sock") as qmp:
+        print(qmp.greeting.version)
+        async with qmp.events("QUORUM_*", where={"node-name": "qM-c2"}) as events:
+            await qmp.execute("human-monitor-command", {"command-line": "..."})
+            async for event in events:
+                ...
+
+The protocol work is done by the sans-IO :class:`~qmpevents.protocol.client_session.
+ClientSession`; this module adds the socket (an ``asyncio.Protocol``, so bytes go
+from ``data_received`` through the framer and the decoder to the listeners with no
+task switch per message), timeouts, listeners and reconnection.
+
+Promises:
+
+* Nothing waits forever: the handshake is bounded by ``greeting_timeout``,
+  :meth:`QMPClient.execute` and :meth:`QMPClient.wait_for` take timeouts, and
+  every listener ends (:class:`~qmpevents.errors.ConnectionLost`) when the
+  connection is lost for good.
+* Bad server output never ends the connection: each protocol violation is counted
+  in :attr:`QMPClient.protocol_errors`, logged once, and the next good message is
+  still delivered.
+* Memory is bounded: listener queues are bounded and nothing keeps history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final
+
+from qmpevents.errors import (
+    CommandError,
+    ConnectionLost,
+    GreetingError,
+    QMPConnectionError,
+    QMPEventsError,
+    QMPTimeoutError,
+)
+from qmpevents.protocol.client_session import (
+    ClientSession,
+    ErrorResponse,
+    Greeting,
+    ProtocolViolation,
+    Response,
+    ServerMessage,
+    require_greeting,
+)
+from qmpevents.protocol.lines import DEFAULT_MAX_LINE
+from qmpevents.schema.events import Event
+from qmpevents.schema.live import LiveSchema
+
+from .client_events import (
+    Dropped,
+    EventFilter,
+    EventListener,
+    EventWaiter,
+    Gap,
+    ListenerItem,
+    OverflowPolicy,
+    plain_data,
+)
+
+# The listener types are re-exported: users of the client name them.
+__all__ = [
+    "Dropped",
+    "EventListener",
+    "EventWaiter",
+    "Gap",
+    "ListenerItem",
+    "QMPClient",
+    "Target",
+    "connect",
+    "parse_target",
+]
+
+_log = logging.getLogger(__name__)
+
+_HOST_PORT: Final = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:/\[\]]+)):(?P<port>\d+)$")
+# How much of a bad message a log line or error shows.
+_CONTEXT: Final = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a QMP server listens: a unix socket ``path`` or ``host`` and ``port``."""
+
+    path: str | None = None
+    host: str | None = None
+    port: int | None = None
+
+    def __str__(self) -> str:
+        if self.path is not None:
+            return self.path
+        return f"[{self.host}]:{self.port}" if ":" in str(self.host) else f"{self.host}:{self.port}"
+
+    async def open(
+        self, loop: asyncio.AbstractEventLoop, factory: Callable[[], asyncio.Protocol]
+    ) -> None:
+        """Connect a new transport to the protocol that ``factory`` makes."""
+        if self.path is not None:
+            await loop.create_unix_connection(factory, self.path)
+        else:
+            assert self.host is not None and self.port is not None
+            await loop.create_connection(factory, self.host, self.port)
+
+
+def parse_target(target: str | os.PathLike[str] | Target) -> Target:
+    """``"HOST:PORT"`` (``"[::1]:4444"`` for IPv6) is TCP; anything else is a socket path."""
+    if isinstance(target, Target):
+        return target
+    text = os.fspath(target)
+    match = _HOST_PORT.match(text)
+    if match and not os.path.exists(text):
+        return Target(host=match["v6"] or match["host"], port=int(match["port"]))
+    return Target(path=text)
+
+
+class _Protocol(asyncio.Protocol):
+    """One connection: bytes -> ClientSession -> the client's handlers."""
+
+    def __init__(self, client: QMPClient, session: ClientSession) -> None:
+        self.client = client
+        self.session = session
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client
+        for message in self.session.receive_data(data):
+            kind = type(message)
+            # Events are by far the most common messages: test for the others.
+            if kind is Response or kind is ErrorResponse:
+                client._reply(message)  # type: ignore[arg-type]
+            elif kind is ProtocolViolation:
+                client._violation(self, message)  # type: ignore[arg-type]
+            elif kind is Greeting:
+                client._greeted(self, message)
+            else:
+                client._event(message)  # type: ignore[arg-type]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        tail = self.session.receive_eof()
+        self.client._lost(self, exc, tail)
+
+
+class QMPClient:
+    """A QMP connection with listeners; see the module docstring.
+
+    ``target`` is a unix socket path or ``"HOST:PORT"``. Listeners may be created
+    before :meth:`connect`, and then see every event from the first byte on,
+    including events sent before the reply to ``qmp_capabilities``.
+
+    Options: ``greeting_timeout`` bounds each handshake (connect, greeting,
+    negotiation, schema fetch); ``negotiate=False`` stops after the greeting;
+    ``max_line`` bounds one server message; ``validate=True`` fetches
+    ``query-qmp-schema`` and checks every event against it (invalid events are
+    still delivered, and counted in :attr:`invalid_events`); ``reconnect=True``
+    reconnects after a drop, waiting ``backoff`` seconds at first, doubling up to
+    ``max_backoff``, and giving up (listeners then end) after ``reconnect_timeout``
+    seconds without a connection.
+    """
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str] | Target,
+        *,
+        greeting_timeout: float = 5.0,
+        negotiate: bool = True,
+        max_line: int = DEFAULT_MAX_LINE,
+        validate: bool = False,
+        reconnect: bool = False,
+        backoff: float = 0.1,
+        max_backoff: float = 5.0,
+        reconnect_timeout: float = 60.0,
+    ) -> None:
+        self.target = parse_target(target)
+        self.greeting_timeout = greeting_timeout
+        self.negotiate = negotiate
+        self.max_line = max_line
+        self.validate = validate
+        self.reconnect = reconnect
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.reconnect_timeout = reconnect_timeout
+        self.greeting: Greeting | None = None
+        self.schema: LiveSchema | None = None
+        self.protocol_errors = 0
+        self.invalid_events = 0
+        self._listeners: tuple[EventListener, ...] = ()
+        self._protocol: _Protocol | None = None
+        self._replies: dict[Any, asyncio.Future[Response | ErrorResponse]] = {}
+        self._greeting_waiter: asyncio.Future[Greeting] | None = None
+        self._ready: asyncio.Event | None = None
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._dropped_at: float | None = None
+        self._closed = False
+
+    # -- life cycle ----------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """Whether a negotiated connection is up."""
+        return self._ready is not None and self._ready.is_set()
+
+    async def connect(self) -> None:
+        """Connect, await the greeting and negotiate (oob when offered).
+
+        Raises :class:`~qmpevents.errors.QMPConnectionError` naming the target when
+        the socket is missing or refuses, :class:`~qmpevents.errors.GreetingError`
+        for a garbage greeting and :class:`~qmpevents.errors.QMPTimeoutError` when
+        the handshake takes longer than ``greeting_timeout``.
+        """
+        if self._closed:
+            raise QMPConnectionError(f"{self.target}: the client is closed")
+        self._ready = asyncio.Event()
+        await self._open()
+
+    async def close(self) -> None:
+        """Disconnect; listeners stop after what they queued. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._ready is not None:
+            self._ready.clear()
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+        protocol = self._protocol
+        self._protocol = None
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.close()
+        self._fail_pending(ConnectionLost(f"{self.target}: the client was closed"))
+        self._end_listeners(None)
+
+    async def __aenter__(self) -> QMPClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _open(self) -> None:
+        """One connection attempt and handshake; on failure nothing stays open."""
+        loop = asyncio.get_running_loop()
+        session = ClientSession(max_line=self.max_line)
+        protocol = _Protocol(self, session)
+        self._greeting_waiter = loop.create_future()
+        self._protocol = protocol
+        try:
+            async with asyncio.timeout(self.greeting_timeout):
+                await self.target.open(loop, lambda: protocol)
+                self.greeting = await self._greeting_waiter
+                if self.negotiate:
+                    data = session.negotiate()
+                    reply = await self._request(session.negotiation_id, data)
+                    if isinstance(reply, ErrorResponse):
+                        raise QMPConnectionError(
+                            f"{self.target}: qmp_capabilities failed: "
+                            f"{reply.error_class}: {reply.desc}"
+                        )
+                    if self.validate:
+                        self.schema = LiveSchema.from_query(
+                            self._value(await self._request(*session.command("query-qmp-schema")))
+                        )
+        except TimeoutError:
+            self._abandon(protocol)
+            raise QMPTimeoutError(
+                f"{self.target}: no QMP handshake within {self.greeting_timeout} s"
+            ) from None
+        except OSError as error:
+            self._abandon(protocol)
+            reason = error.strerror or str(error) or type(error).__name__
+            raise QMPConnectionError(f"{self.target}: cannot connect: {reason}") from error
+        except BaseException:
+            self._abandon(protocol)
+            raise
+        finally:
+            self._greeting_waiter = None
+        self._dropped_at = None
+        assert self._ready is not None
+        self._ready.set()
+
+    def _abandon(self, protocol: _Protocol) -> None:
+        if self._protocol is protocol:
+            self._protocol = None
+        if protocol.transport is not None:
+            protocol.transport.close()
+        self._fail_pending(ConnectionLost(f"{self.target}: the handshake failed"))
+
+    # -- commands ------------------------------------------------------------------
+
+    async def execute(
+        self,
+        command: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        """Run ``command``; returns its ``return`` value as plain Python data.
+
+        Raises :class:`~qmpevents.errors.CommandError` with QEMU's class and desc,
+        :class:`~qmpevents.errors.QMPTimeoutError` after ``timeout`` seconds
+        (``None``: no limit; a late reply is then ignored) and
+        :class:`~qmpevents.errors.ConnectionLost` when the connection goes first.
+        While a reconnect is under way, the command waits for it (within ``timeout``).
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                protocol = await self._usable()
+                reply = await self._request(
+                    *protocol.session.command(command, dict(arguments) if arguments else None)
+                )
+        except TimeoutError:
+            raise QMPTimeoutError(f"{command}: no reply within {timeout} s") from None
+        return self._value(reply)
+
+    async def _usable(self) -> _Protocol:
+        while True:
+            if self._closed or self._ready is None:
+                raise ConnectionLost(f"{self.target}: not connected")
+            protocol = self._protocol
+            if self._ready.is_set() and protocol is not None:
+                return protocol
+            if self._reconnecting is None:
+                raise ConnectionLost(f"{self.target}: not connected")
+            await self._ready.wait()
+
+    async def _request(self, request_id: Any, data: bytes) -> Response | ErrorResponse:
+        protocol = self._protocol
+        if protocol is None or protocol.transport is None:
+            raise ConnectionLost(f"{self.target}: not connected")
+        future: asyncio.Future[Response | ErrorResponse] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._replies[request_id] = future
+        try:
+            protocol.transport.write(data)
+            return await future
+        finally:
+            self._replies.pop(request_id, None)
+
+    @staticmethod
+    def _value(reply: Response | ErrorResponse) -> Any:
+        if isinstance(reply, ErrorResponse):
+            raise CommandError(reply.command, reply.error_class, reply.desc)
+        return reply.value
+
+    # -- events --------------------------------------------------------------------
+
+    def events(
+        self,
+        *names: str,
+        where: Mapping[str, Any] | None = None,
+        maxsize: int = 1000,
+        policy: OverflowPolicy = "drop-oldest",
+    ) -> EventListener:
+        """A new listener for the events called ``names`` (exact or glob; none: all).
+
+        ``where`` keeps only events whose ``data`` members equal the given values
+        (``{"result.status": "failed"}``). See :class:`~qmpevents.aio.client_events.EventListener`
+        for the queue bound, the overflow ``policy`` and the markers it yields.
+        """
+        listener = EventListener(
+            EventFilter(names, where), maxsize=maxsize, policy=policy, leave=self._leave
+        )
+        self._join(listener)
+        return listener
+
+    def wait_for(
+        self,
+        name: str | Iterable[str],
+        where: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = 30.0,
+    ) -> EventWaiter:
+        """The first event called ``name`` (or one of several names, globs allowed).
+
+        Listening starts at the call, so ``waiter = qmp.wait_for(...)``, then a
+        command, then ``await waiter`` cannot miss an event the command raises.
+        Awaiting raises :class:`~qmpevents.errors.QMPTimeoutError` after ``timeout``
+        seconds in total.
+        """
+        names = (name,) if isinstance(name, str) else tuple(name)
+        listener = EventListener(EventFilter(names, where), maxsize=1, leave=self._leave, once=True)
+        self._join(listener)
+        return EventWaiter(listener, timeout)
+
+    def _join(self, listener: EventListener) -> None:
+        if self._closed:
+            listener.end()
+        else:
+            # Copy on write: dispatch iterates a tuple that a listener may leave mid-way.
+            self._listeners = (*self._listeners, listener)
+
+    def _leave(self, listener: EventListener) -> None:
+        self._listeners = tuple(other for other in self._listeners if other is not listener)
+
+    def _end_listeners(self, error: BaseException | None) -> None:
+        listeners, self._listeners = self._listeners, ()
+        for listener in listeners:
+            listener.end(error)
+
+    # -- what the protocol reports -------------------------------------------------
+
+    def _event(self, event: Event) -> None:
+        if self.schema is not None:
+            self._validate(event)
+        for listener in self._listeners:
+            listener.offer(event)
+
+    def _validate(self, event: Event) -> None:
+        assert self.schema is not None
+        problems = self.schema.validate_event(event.name, plain_data(event))
+        if problems:
+            self.invalid_events += 1
+            _log.warning(
+                "%s: %s does not match the live schema: %s", self.target, event.name, problems
+            )
+
+    def _reply(self, reply: Response | ErrorResponse) -> None:
+        future = self._replies.get(reply.id)
+        # No future: a reply to a command that timed out; nobody waits for it.
+        if future is not None and not future.done():
+            future.set_result(reply)
+
+    def _violation(self, protocol: _Protocol, violation: ProtocolViolation) -> None:
+        self.protocol_errors += 1
+        if protocol.session.greeting is None:
+            self._greeted(protocol, violation)  # fails the handshake: a garbage greeting
+            return
+        error = violation.error
+        _log.warning(
+            "%s: protocol error #%d: %s; received: %r",
+            self.target,
+            self.protocol_errors,
+            error,
+            (error.raw or b"")[:_CONTEXT],
+        )
+
+    def _greeted(self, protocol: _Protocol | None, message: ServerMessage) -> None:
+        waiter = self._greeting_waiter
+        if waiter is None or waiter.done() or protocol is not self._protocol:
+            return
+        try:
+            greeting = require_greeting(message)
+        except GreetingError as error:
+            waiter.set_exception(GreetingError(f"{self.target}: {error}", error.raw))
+            return
+        if self._dropped_at is not None:
+            # The connection is back: mark the gap before anything it sends. Should
+            # this handshake still fail, the next gap starts at the same drop.
+            gap = Gap(self._dropped_at, time.time())
+            for listener in self._listeners:
+                listener.mark(gap)
+        waiter.set_result(greeting)
+
+    def _lost(
+        self, protocol: _Protocol, exc: Exception | None, tail: QMPEventsError | None
+    ) -> None:
+        if protocol is not self._protocol:
+            return  # a connection we already gave up on
+        self._protocol = None
+        detail = "the server closed the connection"
+        if tail is not None:
+            self.protocol_errors += 1
+            detail = str(tail)
+        elif exc is not None:
+            detail = f"{detail}: {exc}"
+        error = ConnectionLost(f"{self.target}: {detail}")
+        error.__cause__ = tail or exc
+        waiter = self._greeting_waiter
+        if waiter is not None and not waiter.done():
+            raw = getattr(tail, "raw", None)
+            waiter.set_exception(GreetingError(f"{self.target}: no greeting: {detail}", raw))
+        self._fail_pending(error)
+        if self._ready is None or not self._ready.is_set() or self._closed:
+            return  # a handshake in progress reports the loss itself
+        self._ready.clear()
+        if self.reconnect:
+            self._dropped_at = time.time()
+            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect(error))
+        else:
+            self._end_listeners(error)
+
+    def _fail_pending(self, error: ConnectionLost) -> None:
+        replies, self._replies = self._replies, {}
+        for future in replies.values():
+            if not future.done():
+                future.set_exception(error)
+
+    async def _reconnect(self, error: ConnectionLost) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.reconnect_timeout
+        delay = self.backoff
+        last: BaseException = error
+        try:
+            while loop.time() < deadline:
+                await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+                delay = min(delay * 2, self.max_backoff)
+                try:
+                    await self._open()
+                except (QMPConnectionError, QMPTimeoutError) as attempt_error:
+                    last = attempt_error
+                    _log.info("%s: reconnect failed: %s", self.target, attempt_error)
+                    continue
+                _log.info("%s: reconnected", self.target)
+                return
+            lost = ConnectionLost(
+                f"{self.target}: no connection for {self.reconnect_timeout} s; last error: {last}"
+            )
+            lost.__cause__ = last
+            self._closed = True
+            self._end_listeners(lost)
+            # Wake commands waiting for the reconnect: _usable() sees the client closed.
+            assert self._ready is not None
+            self._ready.set()
+        finally:
+            self._reconnecting = None
+
+
+def connect(
+    target: str | os.PathLike[str] | Target,
+    *,
+    greeting_timeout: float = 5.0,
+    negotiate: bool = True,
+    max_line: int = DEFAULT_MAX_LINE,
+    validate: bool = False,
+    reconnect: bool = False,
+    backoff: float = 0.1,
+    max_backoff: float = 5.0,
+    reconnect_timeout: float = 60.0,
+) -> QMPClient:
+    """A client for ``target``, connected by ``async with`` (closed on exit).
+
+    ``async with connect(path) as qmp:`` connects, awaits the greeting and
+    negotiates; the options are those of :class:`QMPClient`.
+    """
+    return QMPClient(
+        target,
+        greeting_timeout=greeting_timeout,
+        negotiate=negotiate,
+        max_line=max_line,
+        validate=validate,
+        reconnect=reconnect,
+        backoff=backoff,
+        max_backoff=max_backoff,
+        reconnect_timeout=reconnect_timeout,
+    )

@@ -1,0 +1,326 @@
+"""Event listeners of the QMP client: filters, bounded queues and stream markers.
+
+A :class:`EventListener` is an async iterator over the events one client receives that
+pass its filter (names, exact or glob, and ``where`` members of ``data``). Its queue
+is bounded; what happens on overflow is its ``policy``:
+
+* ``"drop-oldest"``: the oldest queued event is dropped and counted in
+  :attr:`EventListener.dropped`; the consumer then receives a :class:`Dropped` marker
+  just before the first event that followed the loss, so no drop is silent.
+* ``"disconnect"``: the listener stops receiving; the consumer drains what was
+  queued, then iteration raises :class:`~qmpevents.errors.EventsDropped`.
+
+A :class:`Gap` marker tells the consumer that the connection was down for a while
+(QEMU does not replay the events of that time). Iteration ends with
+:class:`~qmpevents.errors.ConnectionLost` when the connection is lost for good,
+and stops normally when the client is closed or the listener leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Literal
+
+import msgspec
+
+from qmpevents.errors import ConnectionLost, EventsDropped, QMPTimeoutError
+from qmpevents.schema.events import Event
+
+__all__ = [
+    "Dropped",
+    "EventFilter",
+    "EventListener",
+    "EventWaiter",
+    "Gap",
+    "ListenerItem",
+    "OverflowPolicy",
+    "plain_data",
+]
+
+OverflowPolicy = Literal["drop-oldest", "disconnect"]
+
+_GLOB_CHARS: Final = frozenset("*?[")
+# A misbehaving server could send endless distinct names; the per-listener cache
+# of name decisions is cleared when it reaches this size rather than grow.
+_NAME_CACHE_MAX: Final = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """The connection was down from ``started`` to ``ended`` (wall-clock epoch seconds).
+
+    Events QEMU raised in between are lost: QEMU does not replay events.
+    """
+
+    started: float
+    ended: float
+
+    @property
+    def duration(self) -> float:
+        """Seconds without a connection."""
+        return self.ended - self.started
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """``count`` events were dropped (queue overflow) just before the next item."""
+
+    count: int
+
+
+ListenerItem = Event | Gap | Dropped
+"""What iterating a :class:`EventListener` yields."""
+
+
+class _DataOnly(msgspec.Struct):
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+_DATA: Final = msgspec.json.Decoder(_DataOnly)
+_MISSING: Final = object()
+
+
+def plain_data(event: Event) -> dict[str, Any]:
+    """An event's ``data`` as plain JSON values with wire names (``{}`` when absent)."""
+    raw = event.raw
+    if raw is not None:
+        # The received bytes also hold members the model does not know.
+        return _DATA.decode(raw).data
+    data = getattr(event, "data", None)
+    if data is None:
+        return {}
+    plain: dict[str, Any] = msgspec.to_builtins(data)
+    return plain
+
+
+class EventFilter:
+    """Which events a listener wants: names (exact or fnmatch globs) and ``where`` members.
+
+    ``where`` maps a member path below ``data`` (dotted for nested members, wire
+    names: ``"result.status"``) to the value it must equal, as decoded JSON.
+    No names means every event.
+    """
+
+    __slots__ = ("_cache", "_exact", "_globs", "_where", "names", "where")
+
+    def __init__(self, names: Iterable[str] = (), where: Mapping[str, Any] | None = None) -> None:
+        self.names = tuple(names)
+        self.where = dict(where or {})
+        self._exact = frozenset(n for n in self.names if not _GLOB_CHARS.intersection(n))
+        self._globs = tuple(n for n in self.names if _GLOB_CHARS.intersection(n))
+        self._where = tuple((tuple(path.split(".")), value) for path, value in self.where.items())
+        self._cache: dict[str, bool] = {}
+
+    def accepts_name(self, name: str) -> bool:
+        """Whether an event called ``name`` passes the name part of the filter."""
+        if not self.names:
+            return True
+        accepted = self._cache.get(name)
+        if accepted is None:
+            accepted = name in self._exact or any(
+                fnmatch.fnmatchcase(name, glob) for glob in self._globs
+            )
+            if len(self._cache) >= _NAME_CACHE_MAX:
+                self._cache.clear()
+            self._cache[name] = accepted
+        return accepted
+
+    def accepts(self, event: Event) -> bool:
+        """Whether ``event`` passes the whole filter."""
+        if not self.accepts_name(event.name):
+            return False
+        if not self._where:
+            return True
+        data = plain_data(event)
+        return all(_lookup(data, path) == value for path, value in self._where)
+
+
+def _lookup(data: Any, path: tuple[str, ...]) -> Any:
+    for part in path:
+        if not isinstance(data, dict):
+            return _MISSING
+        data = data.get(part, _MISSING)
+    return data
+
+
+class EventListener:
+    """A filtered, bounded stream of one client's events; see the module docstring.
+
+    Use it as an async iterator, and as an async context manager to leave the
+    client on exit. ``dropped`` counts every event lost to overflow.
+    """
+
+    def __init__(
+        self,
+        event_filter: EventFilter,
+        *,
+        maxsize: int = 1000,
+        policy: OverflowPolicy = "drop-oldest",
+        leave: Callable[[EventListener], None],
+        once: bool = False,
+    ) -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be at least 1")
+        if policy not in ("drop-oldest", "disconnect"):
+            raise ValueError(f"unknown overflow policy {policy!r}")
+        self.filter = event_filter
+        self.maxsize = maxsize
+        self.policy: OverflowPolicy = policy
+        self.dropped = 0
+        self._leave = leave
+        self._once = once
+        self._queue: deque[ListenerItem] = deque()
+        self._unreported = 0  # drops not yet announced by a Dropped marker
+        self._waiter: asyncio.Future[None] | None = None
+        self._ended = False
+        self._end: BaseException | None = None
+
+    @property
+    def name(self) -> str:
+        """A label for messages: ``events(QUORUM_*)``."""
+        return f"events({', '.join(self.filter.names) or '*'})"
+
+    @property
+    def active(self) -> bool:
+        """Whether the listener still receives events."""
+        return not self._ended
+
+    # -- the client's side ---------------------------------------------------------
+
+    def offer(self, event: Event) -> None:
+        """Queue ``event`` if it passes the filter (called by the client for every event)."""
+        if not self._ended and self.filter.accepts(event):
+            self._put(event)
+            if self._once:
+                self.close()
+
+    def mark(self, item: Gap) -> None:
+        """Queue a marker that every listener receives (a one-shot listener ignores it)."""
+        if not self._once:
+            self._put(item)
+
+    def end(self, error: BaseException | None = None) -> None:
+        """Stop receiving; the consumer drains the queue, then gets ``error`` (or the end)."""
+        if self._ended:
+            return
+        self._ended = True
+        self._end = error
+        self._wake()
+
+    def _put(self, item: ListenerItem) -> None:
+        if self._ended:
+            return
+        queue = self._queue
+        if len(queue) >= self.maxsize:
+            if self.policy == "disconnect":
+                self.dropped += 1
+                self._leave(self)
+                self.end(EventsDropped(self.name, self.dropped))
+                return
+            self._drop_oldest()
+        queue.append(item)
+        self._wake()
+
+    def _drop_oldest(self) -> None:
+        queue = self._queue
+        oldest = queue.popleft()
+        if isinstance(oldest, Gap):
+            # A gap is rare and says more than any one event; keep it, drop the next.
+            if queue:
+                queue.popleft()
+            queue.appendleft(oldest)
+        self.dropped += 1
+        self._unreported += 1
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- the consumer's side -------------------------------------------------------
+
+    def __aiter__(self) -> EventListener:
+        return self
+
+    async def __anext__(self) -> ListenerItem:
+        while True:
+            if self._unreported:
+                count, self._unreported = self._unreported, 0
+                return Dropped(count)
+            if self._queue:
+                return self._queue.popleft()
+            if self._ended:
+                if self._end is not None:
+                    raise self._end
+                raise StopAsyncIteration
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def get_nowait(self) -> ListenerItem | None:
+        """The next queued item without waiting, or ``None`` when the queue is empty."""
+        if self._unreported:
+            count, self._unreported = self._unreported, 0
+            return Dropped(count)
+        return self._queue.popleft() if self._queue else None
+
+    def close(self) -> None:
+        """Leave the client; iteration stops after what is already queued."""
+        self._leave(self)
+        self.end()
+
+    async def __aenter__(self) -> EventListener:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class EventWaiter:
+    """The first event that passes a filter; see :meth:`QMPClient.wait_for`.
+
+    It listens from the moment it is created, so an event raised by a command
+    executed between creating and awaiting it is not missed. Awaiting it returns
+    the event or raises :class:`~qmpevents.errors.QMPTimeoutError` once
+    ``timeout`` seconds have passed since the await began (``None``: no limit),
+    or the error that ended the connection.
+    """
+
+    def __init__(self, listener: EventListener, timeout: float | None) -> None:
+        self._listener = listener
+        self._timeout = timeout
+
+    def cancel(self) -> None:
+        """Stop listening (a waiter that will not be awaited)."""
+        self._listener.close()
+
+    def __await__(self) -> Generator[Any, None, Event]:
+        return self._wait().__await__()
+
+    async def _wait(self) -> Event:
+        listener = self._listener
+        try:
+            async with asyncio.timeout(self._timeout):
+                async for item in listener:
+                    # A one-shot listener gets no markers, only the event.
+                    assert not isinstance(item, Gap | Dropped)
+                    return item
+        except TimeoutError:
+            raise QMPTimeoutError(
+                f"no {' or '.join(listener.filter.names) or 'event'} within {self._timeout} s"
+            ) from None
+        finally:
+            listener.close()
+        raise ConnectionLost("the client was closed before the event arrived")

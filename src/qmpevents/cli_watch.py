@@ -1,0 +1,298 @@
+"""``qmpevents watch``: the events of one or more VMs, live, one line each.
+
+The formatting functions are pure (event in, text out) so that they can be tested
+and reused; the command only connects, filters and prints. Exit statuses follow
+the CLI's rule: 0 done (``--count`` reached, or every VM gone after a clean
+end), 1 ``--timeout`` ran out or a connection was lost, 2 a target could not be
+reached, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.text import Text
+
+from qmpevents.aio.client import Dropped, EventListener, Gap, ListenerItem, QMPClient
+from qmpevents.aio.client_events import plain_data
+from qmpevents.errors import ConnectionLost, QMPConnectionError, QMPTimeoutError
+from qmpevents.schema.events import Event
+from qmpevents.throttle import QEMU_RULES
+
+__all__ = [
+    "describe",
+    "format_item",
+    "human_bytes",
+    "json_item",
+    "parse_target_spec",
+    "parse_where",
+    "watch",
+]
+
+_STYLES = {"time": "dim", "vm": "cyan", "throttled": "yellow", "marker": "bold red"}
+_ERROR_EVENTS = frozenset({"QUORUM_FAILURE", "GUEST_PANICKED", "MEM_UNPLUG_ERROR"})
+
+
+@dataclass(frozen=True, slots=True)
+class WatchTarget:
+    """One VM to watch: the name shown and where its QMP socket is."""
+
+    name: str
+    target: str
+
+
+def parse_target_spec(spec: str) -> WatchTarget:
+    """``NAME=TARGET``, or a bare target named after its socket file (``vm1.sock`` -> vm1)."""
+    name, sep, target = spec.partition("=")
+    if sep and name and target:
+        return WatchTarget(name, target)
+    return WatchTarget(Path(spec).stem or spec, spec)
+
+
+def parse_where(specs: Sequence[str]) -> dict[str, Any]:
+    """``MEMBER=VALUE`` pairs; a value is JSON when it parses as JSON, else a string."""
+    where: dict[str, Any] = {}
+    for spec in specs:
+        member, sep, text = spec.partition("=")
+        if not sep or not member:
+            raise click.BadParameter(f"{spec!r}: expected MEMBER=VALUE", param_hint="--where")
+        try:
+            where[member] = json.loads(text)
+        except ValueError:
+            where[member] = text
+    return where
+
+
+def human_bytes(count: int) -> str:
+    """``67371008`` -> ``"64.2 MiB"``; below 1 KiB in bytes."""
+    if count < 1024:
+        return f"{count} B"
+    value = float(count)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+def _sectors(data: Mapping[str, Any]) -> str:
+    return f"sectors {data.get('sector-num')}+{data.get('sectors-count')}"
+
+
+def _dump(data: Mapping[str, Any]) -> str:
+    result = data.get("result", {})
+    text = (
+        f"{result.get('status')} {human_bytes(int(result.get('completed', 0)))}"
+        f"/{human_bytes(int(result.get('total', 0)))}"
+    )
+    return f"{text} error: {data['error']}" if "error" in data else text
+
+
+def _report_bad(data: Mapping[str, Any]) -> str:
+    text = f"node {data.get('node-name')} {_sectors(data)} {data.get('type')}"
+    return f"{text} error: {data['error']}" if "error" in data else text
+
+
+def _panicked(data: Mapping[str, Any]) -> str:
+    info = data.get("info")
+    return f"action {data.get('action')}" + (f" info {info.get('type')}" if info else "")
+
+
+_DESCRIBERS: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    "DUMP_COMPLETED": _dump,
+    "QUORUM_REPORT_BAD": _report_bad,
+    "QUORUM_FAILURE": lambda d: f"reference {d.get('reference')} {_sectors(d)}",
+    "GUEST_PANICKED": _panicked,
+    "MIGRATION_PASS": lambda d: f"pass {d.get('pass')}",
+    "VSERPORT_CHANGE": lambda d: f"{d.get('id')} {'open' if d.get('open') else 'closed'}",
+    "MEM_UNPLUG_ERROR": lambda d: f"{d.get('device')}: {d.get('msg')}",
+}
+
+
+def describe(name: str, data: Mapping[str, Any]) -> str:
+    """The members a person needs, for event ``name`` with ``data`` (wire names)."""
+    describer = _DESCRIBERS.get(name)
+    if describer is not None:
+        return describer(data)
+    return json.dumps(data, separators=(",", ":")) if data else ""
+
+
+def _local_time(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch).strftime("%H:%M:%S.%f")[:-3]
+
+
+def format_item(vm: str, item: ListenerItem, width: int = 0) -> Text:
+    """One display line: local time, VM, event name, members, a rate-limit mark.
+
+    The event's own timestamp is shown (QEMU keeps it on events it delays).
+    ``width`` pads the VM name so that columns line up.
+    """
+    line = Text()
+    if isinstance(item, Gap):
+        line.append(_local_time(item.ended), _STYLES["time"])
+        line.append(f" {vm:<{width}} ", _STYLES["vm"])
+        line.append(
+            f"-- no connection from {_local_time(item.started)} "
+            f"({item.duration:.1f} s): events in between are lost",
+            _STYLES["marker"],
+        )
+        return line
+    if isinstance(item, Dropped):
+        line.append(_local_time(datetime.datetime.now().timestamp()), _STYLES["time"])
+        line.append(f" {vm:<{width}} ", _STYLES["vm"])
+        line.append(f"-- {item.count} event(s) dropped: output too slow", _STYLES["marker"])
+        return line
+    stamp = item.timestamp.seconds + item.timestamp.microseconds / 1e6
+    line.append(_local_time(stamp), _STYLES["time"])
+    line.append(f" {vm:<{width}} ", _STYLES["vm"])
+    line.append(item.name, "bold red" if _is_error(item) else "bold")
+    details = describe(item.name, plain_data(item))
+    if details:
+        line.append(f" {details}")
+    rule = QEMU_RULES.get(item.name)
+    if rule is not None:
+        per = f" per {rule.key_member}" if rule.key_member else ""
+        line.append(f" (rate-limited{per})", _STYLES["throttled"])
+    return line
+
+
+def _is_error(event: Event) -> bool:
+    if event.name in _ERROR_EVENTS:
+        return True
+    data = plain_data(event) if event.name in ("DUMP_COMPLETED", "QUORUM_REPORT_BAD") else {}
+    return "error" in data
+
+
+def json_item(vm: str, item: ListenerItem, received_at: datetime.datetime) -> str:
+    """One JSON object: ``vm``, ``received-at`` and the event exactly as QEMU sent it.
+
+    Markers become ``{"vm", "received-at", "gap": {"started", "ended"}}`` or
+    ``{..., "dropped": N}``.
+    """
+    head = f'{{"vm": {json.dumps(vm)}, "received-at": "{received_at.isoformat()}", '
+    if isinstance(item, Gap):
+        return head + f'"gap": {{"started": {item.started}, "ended": {item.ended}}}}}'
+    if isinstance(item, Dropped):
+        return head + f'"dropped": {item.count}}}'
+    raw = item.raw
+    # The received bytes are valid JSON already; splicing them keeps QEMU's exact text.
+    body = raw.decode("utf-8", "replace") if raw is not None else json.dumps(item.to_message())
+    return head + f'"event": {body}}}'
+
+
+class _Printer:
+    """Writes items to stdout: rich colours on a terminal, plain text otherwise."""
+
+    def __init__(self, as_json: bool, width: int) -> None:
+        self.as_json = as_json
+        self.width = width
+        self.console = Console(highlight=False, soft_wrap=True) if sys.stdout.isatty() else None
+
+    def __call__(self, vm: str, item: ListenerItem) -> None:
+        if self.as_json:
+            received = datetime.datetime.now(datetime.UTC)
+            click.echo(json_item(vm, item, received))
+        elif self.console is not None:
+            self.console.print(format_item(vm, item, self.width))
+        else:
+            click.echo(format_item(vm, item, self.width).plain)
+
+
+async def _watch(
+    targets: list[WatchTarget],
+    names: tuple[str, ...],
+    where: dict[str, Any],
+    count: int | None,
+    timeout: float | None,
+    reconnect: bool,
+    as_json: bool,
+) -> int:
+    clients = [QMPClient(t.target, reconnect=reconnect) for t in targets]
+    listeners = [c.events(*names, where=where) for c in clients]
+    try:
+        for spec, client in zip(targets, clients, strict=True):
+            try:
+                await client.connect()
+            except (QMPConnectionError, QMPTimeoutError) as error:
+                click.echo(f"qmpevents watch: {spec.name}: {error}", err=True)
+                return 2
+        printer = _Printer(as_json, max(len(t.name) for t in targets))
+        seen = 0
+        done = asyncio.Event()
+        failed = False
+
+        async def pump(vm: str, listener: EventListener) -> None:
+            nonlocal seen, failed
+            try:
+                async for item in listener:
+                    printer(vm, item)
+                    if not isinstance(item, Gap | Dropped):
+                        seen += 1
+                        if count is not None and seen >= count:
+                            done.set()
+                            return
+            except ConnectionLost as error:
+                failed = True
+                click.echo(f"qmpevents watch: {vm}: {error}", err=True)
+
+        pumps = [
+            asyncio.ensure_future(pump(t.name, listener))
+            for t, listener in zip(targets, listeners, strict=True)
+        ]
+        all_ended = asyncio.ensure_future(asyncio.wait(pumps))
+        finished = asyncio.ensure_future(done.wait())
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.wait([all_ended, finished], return_when=asyncio.FIRST_COMPLETED)
+        except TimeoutError:
+            click.echo(f"qmpevents watch: no {count or ''} events within {timeout} s", err=True)
+            return 1
+        finally:
+            for task in (*pumps, all_ended, finished):
+                task.cancel()
+        if done.is_set():
+            return 0
+        return 1 if failed else 0
+    finally:
+        for client in clients:
+            await client.close()
+
+
+@click.command()
+@click.argument("targets", nargs=-1, required=True, metavar="TARGET...")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per event (for jq).")
+@click.option("--event", "names", multiple=True, metavar="NAME", help="Only these events (glob).")
+@click.option("--where", "where_specs", multiple=True, metavar="MEMBER=VALUE", help="Data filter.")
+@click.option("--count", type=click.IntRange(min=1), help="Exit 0 after N matching events.")
+@click.option("--timeout", type=click.FloatRange(min=0), help="Exit 1 after S seconds.")
+@click.option("--reconnect", is_flag=True, help="Reconnect after a drop; show the gap.")
+def watch(
+    targets: tuple[str, ...],
+    as_json: bool,
+    names: tuple[str, ...],
+    where_specs: tuple[str, ...],
+    count: int | None,
+    timeout: float | None,
+    reconnect: bool,
+) -> None:
+    """Show the events of one or more VMs live, one line per event.
+
+    TARGET is a QMP unix socket path or HOST:PORT, optionally NAME=TARGET; the VM
+    is named after the socket file otherwise. Rate-limited event kinds are marked.
+    """
+    where = parse_where(where_specs)
+    specs = [parse_target_spec(t) for t in targets]
+    try:
+        status = asyncio.run(_watch(specs, names, where, count, timeout, reconnect, as_json))
+    except KeyboardInterrupt:
+        status = 130
+    sys.exit(status)

@@ -1,0 +1,144 @@
+"""``qmpevents watch``: its pure formatting and the command against a server double."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from qmpevents.aio.client import Dropped, Gap
+from qmpevents.cli_watch import (
+    describe,
+    format_item,
+    human_bytes,
+    json_item,
+    parse_target_spec,
+    parse_where,
+    watch,
+)
+from qmpevents.schema.decode import decode_event
+from tests.aio.test_client import FakeQEMU, Peer, passes, report_bad
+
+QUORUM_BAD = report_bad("qM-c2", 8)
+
+
+async def _script(peer: Peer) -> None:
+    await peer.greet()
+    await peer.send(QUORUM_BAD, passes(1, 2))
+    await peer.serve()
+
+
+@pytest.fixture
+def vm(tmp_path: Path) -> Iterator[Path]:
+    """A FakeQEMU in its own thread (the command runs its own event loop)."""
+    sock = tmp_path / "vm1.sock"
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    stop = asyncio.Event()
+
+    async def run() -> None:
+        async with FakeQEMU(sock, _script):
+            started.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(run(),), daemon=True)
+    thread.start()
+    started.wait(5)
+    yield sock
+    loop.call_soon_threadsafe(stop.set)
+    thread.join(5)
+    loop.close()
+
+
+def test_describe_the_seed_events() -> None:
+    dump = {"result": {"status": "failed", "completed": 0, "total": 67371008}, "error": "ENOSPC"}
+    assert describe("DUMP_COMPLETED", dump) == "failed 0 B/64.2 MiB error: ENOSPC"
+    bad = {"node-name": "qM-c2", "sectors-count": 1, "sector-num": 0, "type": "read"}
+    assert describe("QUORUM_REPORT_BAD", bad) == "node qM-c2 sectors 0+1 read"
+    failure = {"reference": "qM", "sectors-count": 2, "sector-num": 16}
+    assert describe("QUORUM_FAILURE", failure) == "reference qM sectors 16+2"
+    assert describe("GUEST_PANICKED", {"action": "run"}) == "action run"
+    hyperv = {"action": "pause", "info": {"type": "hyper-v"}}
+    assert describe("GUEST_PANICKED", hyperv) == "action pause info hyper-v"
+    assert describe("MIGRATION_PASS", {"pass": 3}) == "pass 3"
+    assert describe("VSERPORT_CHANGE", {"open": False, "id": "vs0"}) == "vs0 closed"
+    unplug = {"device": "dimm1", "msg": "rejected"}
+    assert describe("MEM_UNPLUG_ERROR", unplug) == "dimm1: rejected"
+    assert describe("MIGRATION", {"status": "active"}) == '{"status":"active"}'
+    assert describe("STOP", {}) == ""
+
+
+def test_human_bytes() -> None:
+    assert [human_bytes(n) for n in (0, 1023, 1024, 67371008, 5 << 40)] == [
+        "0 B",
+        "1023 B",
+        "1.0 KiB",
+        "64.2 MiB",
+        "5.0 TiB",
+    ]
+
+
+def test_targets_and_where() -> None:
+    assert parse_target_spec("/run/vms/web1.sock").name == "web1"
+    spec = parse_target_spec("db=/run/q.sock")
+    assert (spec.name, spec.target) == ("db", "/run/q.sock")
+    assert parse_where(["node-name=qM-c2", "open=true", "sector-num=8"]) == {
+        "node-name": "qM-c2",
+        "open": True,
+        "sector-num": 8,
+    }
+    with pytest.raises(Exception, match="MEMBER=VALUE"):
+        parse_where(["novalue"])
+
+
+def test_lines_mark_rate_limited_events_and_markers() -> None:
+    bad = decode_event(QUORUM_BAD.rstrip())
+    line = format_item("vm1", bad).plain
+    assert "vm1 QUORUM_REPORT_BAD node qM-c2 sectors 8+1 read (rate-limited per node-name)" in line
+    assert "rate-limited" not in format_item("vm1", decode_event(passes(1).rstrip())).plain
+    assert "2 event(s) dropped" in format_item("vm1", Dropped(2)).plain
+    assert "events in between are lost" in format_item("vm1", Gap(0.0, 2.0)).plain
+
+
+def test_json_keeps_the_event_exactly_as_sent() -> None:
+    at = datetime.datetime(2026, 1, 2, tzinfo=datetime.UTC)
+    line = json_item("vm1", decode_event(QUORUM_BAD.rstrip()), at)
+    assert line.endswith('"event": ' + QUORUM_BAD.rstrip().decode() + "}")
+    assert json.loads(line)["received-at"] == "2026-01-02T00:00:00+00:00"
+    assert json.loads(json_item("vm1", Gap(1.0, 2.0), at))["gap"] == {"started": 1.0, "ended": 2.0}
+
+
+def test_watch_count_and_filters(vm: Path) -> None:
+    result = CliRunner().invoke(watch, [str(vm), "--event", "MIGRATION_*", "--count", "2"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert [line.split()[1:4] for line in lines] == [
+        ["vm1", "MIGRATION_PASS", "pass"],
+        ["vm1", "MIGRATION_PASS", "pass"],
+    ]
+
+
+def test_watch_json_where(vm: Path) -> None:
+    args = [f"web={vm}", "--json", "--where", "sector-num=8", "--count", "1"]
+    result = CliRunner().invoke(watch, args)
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    assert record["vm"] == "web"
+    assert record["event"]["data"]["node-name"] == "qM-c2"
+
+
+def test_watch_timeout_exits_1(vm: Path) -> None:
+    result = CliRunner().invoke(watch, [str(vm), "--event", "NEVER", "--timeout", "0.05"])
+    assert result.exit_code == 1
+
+
+def test_watch_unreachable_target_exits_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(watch, [str(tmp_path / "nope.sock")])
+    assert result.exit_code == 2
+    assert "nope: " in result.output and "cannot connect" in result.output
