@@ -117,7 +117,7 @@ def test_scalars(text: bytes, value: Any) -> None:
         (b"{1: 2}", "JSON parse error, key is not a string in object"),
         (b'{"a": 1, "a": 2}', "JSON parse error, duplicate key"),
         (b'"\\x"', "JSON parse error, invalid escape sequence in string"),
-        (b'"\\u12"', "JSON parse error, \\u12\" is not a valid Unicode character"),
+        (b'"\\u12"', 'JSON parse error, \\u12" is not a valid Unicode character'),
         (b'"\\ud800"', "JSON parse error, \\ud800 is not a valid Unicode character"),
         (b'"\xc3("', "JSON parse error, invalid UTF-8 sequence in string"),
         (b'"\xef\xbf\xbe"', "JSON parse error, invalid UTF-8 sequence in string"),
