@@ -55,7 +55,8 @@ def imported_layers(module_path: Path) -> list[tuple[int, str]]:
             parts = name.split(".")
             if parts[0] != "qmpevents":
                 continue
-            found.append((node.lineno, parts[1] if len(parts) > 1 else ""))
+            target = parts[1] if len(parts) > 1 else ""
+            found.append((node.lineno, "cli" if target.startswith("cli") else target))
     return found
 
 
