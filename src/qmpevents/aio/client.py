@@ -139,17 +139,22 @@ class _Protocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         client = self.client
-        for message in self.session.receive_data(data):
-            kind = type(message)
-            # Events are by far the most common messages: test for the others.
-            if kind is Response or kind is ErrorResponse:
-                client._reply(message)  # type: ignore[arg-type]
-            elif kind is ProtocolViolation:
-                client._violation(self, message)  # type: ignore[arg-type]
-            elif kind is Greeting:
+        events: list[Event] = []
+        others: list[ServerMessage] = []
+        self.session.receive_into(data, events, others)
+        for message in others:
+            if isinstance(message, Response | ErrorResponse):
+                client._reply(message)
+            elif isinstance(message, ProtocolViolation):
+                client._violation(self, message)
+            elif isinstance(message, Greeting):
                 client._greeted(self, message)
-            else:
-                client._event(message)  # type: ignore[arg-type]
+            else:  # pragma: no cover - receive_into puts every event in `events`
+                raise AssertionError(f"unexpected message {message!r}")
+        # Events go out after the replies of the same read: an awaiting
+        # execute() resumes only later, so it still finds these events queued.
+        if events:
+            client._events(events)
 
     def connection_lost(self, exc: Exception | None) -> None:
         tail = self.session.receive_eof()
@@ -419,11 +424,12 @@ class QMPClient:
 
     # -- what the protocol reports -------------------------------------------------
 
-    def _event(self, event: Event) -> None:
+    def _events(self, events: list[Event]) -> None:
         if self.schema is not None:
-            self._validate(event)
+            for event in events:
+                self._validate(event)
         for listener in self._listeners:
-            listener.offer(event)
+            listener.offer_many(events)
 
     def _validate(self, event: Event) -> None:
         assert self.schema is not None

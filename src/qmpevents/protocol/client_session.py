@@ -95,6 +95,9 @@ class ProtocolViolation:
 
 ServerMessage = Greeting | Response | ErrorResponse | ProtocolViolation | Event
 
+# Where events go: a list of events, or the same list as every other message.
+_EventSink = list[Event] | list[ServerMessage]
+
 
 class _ErrorBody(msgspec.Struct):
     desc: str
@@ -217,33 +220,48 @@ class ClientSession:
     # -- receiving -----------------------------------------------------------
 
     def receive_data(self, data: bytes) -> list[ServerMessage]:
-        """Feed bytes from the server; returns the messages they completed."""
+        """Feed bytes from the server; returns the messages they completed, in order."""
         out: list[ServerMessage] = []
-        append = out.append
+        self.receive_into(data, out, out)
+        return out
+
+    def receive_into(self, data: bytes, events: _EventSink, others: list[ServerMessage]) -> None:
+        """Feed bytes; append events to ``events`` and every other message to ``others``.
+
+        Each list keeps the order of what it gets; pass the same list twice for
+        one ordered stream. Splitting lets an event consumer skip a dispatch per
+        message: this is the client's hot path.
+        """
         decode = MODELED_DECODER.decode
+        append_event = events.append
         for line in self._framer.feed(data):
-            # The hot path, inlined: a modeled event in QEMU's member order.
-            if line.__class__ is bytes and line.startswith(_EVENT_PREFIX):
+            # Inlined fast path: a modeled event in QEMU's member order.
+            if line.startswith(_EVENT_PREFIX):
                 try:
                     event = decode(line)
                 except msgspec.DecodeError:
-                    self._event(line, out)
+                    self._slow_line(line, events, others)
                     continue
                 event.__dict__[RAW_KEY] = line
-                append(event)
-            elif isinstance(line, OversizedLine):
-                append(
-                    self._violation(
-                        ProtocolError(
-                            f"server message of {line.size} bytes exceeds the "
-                            f"{self.max_line}-byte limit; skipped",
-                            line.head,
-                        )
+                append_event(event)
+            elif line:
+                self._slow_line(line, events, others)
+
+    def _slow_line(self, line: bytes, events: _EventSink, others: list[ServerMessage]) -> None:
+        if isinstance(line, OversizedLine):
+            others.append(
+                self._violation(
+                    ProtocolError(
+                        f"server message of {line.size} bytes exceeds the "
+                        f"{self.max_line}-byte limit; skipped",
+                        line.head,
                     )
                 )
-            elif line:
-                self._classify(line, out)
-        return out
+            )
+        elif line.startswith(_EVENT_PREFIX):
+            self._event(line, events, others)
+        else:
+            self._classify(line, events, others)
 
     def receive_eof(self) -> ProtocolError | None:
         """The server closed; returns an error when it stopped mid-message."""
@@ -255,7 +273,7 @@ class ClientSession:
             )
         return None
 
-    def _classify(self, line: bytes, out: list[ServerMessage]) -> None:
+    def _classify(self, line: bytes, events: _EventSink, out: list[ServerMessage]) -> None:
         try:
             envelope = _ENVELOPE.decode(line)
         except msgspec.ValidationError as exc:
@@ -265,7 +283,7 @@ class ClientSession:
             out.append(self._violation(JSONParseError(f"JSON parse error, {exc}", line)))
             return
         if envelope.event is not None:
-            self._event(line, out)
+            self._event(line, events, out)
         elif envelope.QMP is not None:
             out.append(self._greeting(envelope.QMP, line))
         elif envelope.return_ is not msgspec.UNSET or envelope.error is not None:
@@ -279,16 +297,16 @@ class ClientSession:
                 )
             )
 
-    def _event(self, line: bytes, out: list[ServerMessage]) -> None:
+    def _event(self, line: bytes, events: _EventSink, out: list[ServerMessage]) -> None:
         try:
-            out.append(decode_event(line))
+            events.append(decode_event(line))
         except ValidationError as error:
             # A message that breaks our model (a newer QEMU, say): report it, and
             # still deliver what was sent as a generic event when it is one.
             out.append(self._violation(error))
             generic = _as_generic(line)
             if generic is not None:
-                out.append(generic)
+                events.append(generic)
         except ProtocolError as error:
             out.append(self._violation(error))
 

@@ -10,18 +10,29 @@ every good line after the bad one still comes through.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final
 
 DEFAULT_MAX_LINE: Final = 64 << 20
 
 
-@dataclass(frozen=True, slots=True)
-class OversizedLine:
-    """A line over the limit was skipped; ``size`` counts its bytes, ``head`` starts it."""
+class OversizedLine(bytes):
+    """A line over the limit that was skipped: its first bytes, and its ``size``.
+
+    A ``bytes`` subclass (the value is the head of the line) so that the
+    receive loop can treat every item alike and test for this rare case last.
+    """
 
     size: int
-    head: bytes
+
+    def __new__(cls, size: int, head: bytes) -> OversizedLine:
+        line = super().__new__(cls, head)
+        line.size = size
+        return line
+
+    @property
+    def head(self) -> bytes:
+        """The first bytes of the skipped line."""
+        return bytes(self)
 
 
 class LineFramer:
@@ -40,9 +51,9 @@ class LineFramer:
         """Bytes of an incomplete line held (never more than ``max_line``)."""
         return len(self._buffer)
 
-    def feed(self, data: bytes) -> list[bytes | OversizedLine]:
+    def feed(self, data: bytes) -> list[bytes]:
         """Consume ``data``; return the lines (and skipped-line reports) it completed."""
-        out: list[bytes | OversizedLine] = []
+        out: list[bytes] = []
         if self._skipping:
             end = data.find(b"\n")
             if end < 0:
@@ -52,6 +63,15 @@ class LineFramer:
             self._skipping = 0
             data = data[end + 1 :]
         buffer = self._buffer
+        if b"\n" not in data:
+            # Still inside one line: append (never re-copy what is buffered).
+            if len(buffer) + len(data) > self.max_line:
+                self._skipping = len(buffer) + len(data)
+                self._head = bytes(buffer[:64]) if buffer else data[:64]
+                buffer.clear()
+            else:
+                buffer += data
+            return out
         if buffer:
             buffer += data
             data = bytes(buffer)
@@ -64,7 +84,7 @@ class LineFramer:
             if out:
                 out.extend(crlf_lines)
                 return out
-            return crlf_lines  # type: ignore[return-value]  # list is invariant
+            return crlf_lines
         lines = data.split(b"\n")
         rest = lines.pop()
         for line in lines:
