@@ -1,0 +1,211 @@
+"""Guest-visible devices: pvpanic, virtio-serial ports and pc-dimm, with their guest actions.
+
+The guest's side is played by QMP commands in QEMU's experimental ``x-`` style
+(listed by ``query-commands``):
+
+* ``x-sim-pvpanic {"value": V}``: the guest writes byte V to the pvpanic port.
+  Bit 0 (panicked) wins over bit 1 (crash loaded), as in hw/misc/pvpanic.c, and
+  the panic is handled by ``-action panic=`` / ``shutdown=`` as in
+  softmmu/runstate.c: ``pause`` sends GUEST_PANICKED{pause} and STOP
+  (``guest-panicked``); ``shutdown`` and ``exit-failure`` send
+  GUEST_PANICKED{poweroff} and SHUTDOWN{guest-panic} and QEMU exits (status 0,
+  or 1 for ``exit-failure``) after the reply, unless ``shutdown=pause`` (or
+  ``-no-shutdown``) turns that into the pause case; ``none`` sends
+  GUEST_PANICKED{run}. Neither event is rate-limited.
+* ``x-sim-vserport {"id": ID, "open": B}``: the guest driver's PORT_OPEN on the
+  ``virtserialport`` with qdev id ID: VSERPORT_CHANGE, throttled per id, sent
+  again for a port already in that state; an unknown id does nothing.
+* ``x-sim-unplug-reject {"id": ID}``: the guest refuses the pending unplug of
+  DIMM ID: MEM_UNPLUG_ERROR, then DEVICE_UNPLUG_GUEST_ERROR twice (as QEMU 7.2's
+  spapr code sends it); nothing when no unplug is pending.
+
+``device_del`` starts a DIMM unplug (the guest must answer), removes a
+``virtserialport`` at once (DEVICE_DELETED), and refuses the ISA pvpanic.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from qmpevents.aio.commands import CommandContext
+from qmpevents.schema.events import DeviceDeletedData
+from qmpevents.sim.errors import device_not_found, fail
+
+if TYPE_CHECKING:
+    from qmpevents.sim.machine import Machine
+
+__all__ = ["Devices"]
+
+
+class PvpanicArguments(msgspec.Struct):
+    """``x-sim-pvpanic``: the byte the guest writes to the pvpanic I/O port."""
+
+    value: int
+
+
+class VserportArguments(msgspec.Struct):
+    """``x-sim-vserport``: the port's qdev id and the guest's PORT_OPEN value."""
+
+    id: str
+    open: bool
+
+
+class DeviceIdArguments(msgspec.Struct):
+    """Arguments naming a device by its qdev id (``device_del``, ``x-sim-unplug-reject``)."""
+
+    id: str
+
+
+class MemoryDeviceData(msgspec.Struct, kw_only=True):
+    """QAPI PCDIMMDeviceInfo."""
+
+    id: str
+    addr: int
+    size: int
+    slot: int
+    node: int
+    memdev: str
+    hotplugged: bool
+    hotpluggable: bool
+
+
+class MemoryDeviceInfo(msgspec.Struct):
+    """QAPI MemoryDeviceInfo, ``dimm`` branch."""
+
+    type: str
+    data: MemoryDeviceData
+
+
+_PANICKED = 1
+_CRASH_LOADED = 2
+
+
+class Devices:
+    """The machine's pvpanic, virtio-serial ports and DIMMs."""
+
+    def __init__(self, machine: Machine) -> None:
+        self._machine = machine
+        config = machine.config
+        self.ports: dict[str, bool] = {port.id: False for port in config.vserports}
+        self.port_buses = set(config.serial_buses)
+        self.dimms = {dimm.id: dimm for dimm in config.dimms}
+        self.unplug_pending: set[str] = set()
+
+    def install(self) -> None:
+        """Register ``device_del``, ``query-memory-devices`` and the guest actions."""
+        server = self._machine.server
+        server.register("device_del", self._device_del, DeviceIdArguments)
+        server.register(
+            "query-memory-devices", self._query_memory_devices, returns=list[MemoryDeviceInfo]
+        )
+        server.register("x-sim-pvpanic", self._pvpanic, PvpanicArguments)
+        server.register("x-sim-vserport", self._vserport, VserportArguments)
+        server.register("x-sim-unplug-reject", self._unplug_reject, DeviceIdArguments)
+
+    # --- pvpanic --------------------------------------------------------------------
+
+    def _pvpanic(self, args: PvpanicArguments, ctx: CommandContext) -> Any:
+        if not self._machine.config.pvpanic:
+            fail("The machine has no pvpanic device (-device pvpanic)")
+        if not 0 <= args.value <= 0xFF:
+            fail("Parameter 'value' expects uint8")
+        if args.value & _PANICKED:
+            self.guest_panicked(ctx)
+        elif args.value & _CRASH_LOADED:
+            self._machine.server.emit("GUEST_CRASHLOADED", {"action": "run"})
+        return {}
+
+    def guest_panicked(self, ctx: CommandContext | None) -> None:
+        """``qemu_system_guest_panicked()`` under the machine's -action settings."""
+        config = self._machine.config
+        server = self._machine.server
+        pause_on_shutdown = config.shutdown_action == "pause"
+        if config.panic_action == "pause" or (
+            config.panic_action == "shutdown" and pause_on_shutdown
+        ):
+            server.emit("GUEST_PANICKED", {"action": "pause"})
+            server.vm.stop("guest-panicked")
+        elif config.panic_action in ("shutdown", "exit-failure"):
+            server.emit("GUEST_PANICKED", {"action": "poweroff"})
+            server.emit("SHUTDOWN", {"guest": True, "reason": "guest-panic"})
+            if pause_on_shutdown:
+                server.vm.stop("shutdown")
+                return
+            status = 1 if config.panic_action == "exit-failure" else 0
+            if ctx is not None:
+                ctx.after_reply(lambda: server.request_close(status))
+            else:
+                server.request_close(status)
+        else:
+            server.emit("GUEST_PANICKED", {"action": "run"})
+
+    # --- virtio-serial --------------------------------------------------------------
+
+    def _vserport(self, args: VserportArguments, ctx: CommandContext) -> Any:
+        if args.id not in self.ports:
+            # QEMU only logs an unknown port id (virtio-serial-bus: Unexpected port id).
+            return {}
+        self.ports[args.id] = args.open
+        self._machine.server.emit("VSERPORT_CHANGE", {"id": args.id, "open": args.open})
+        return {}
+
+    # --- DIMMs and device_del ---------------------------------------------------------
+
+    def _device_del(self, args: DeviceIdArguments, ctx: CommandContext) -> Any:
+        device = args.id
+        if device in self.dimms:
+            if self._machine.migration.active:
+                fail("device_del not allowed while migrating")
+            if device in self.unplug_pending:
+                fail(f"Memory unplug already in progress for device {device}")
+            self.unplug_pending.add(device)
+            return {}
+        if device in self.ports:
+            del self.ports[device]
+            path = f"/machine/peripheral/{device}"
+            self._machine.server.emit("DEVICE_DELETED", DeviceDeletedData(device=device, path=path))
+            return {}
+        if device == "pvpanic" or device in self.port_buses:
+            bus = "isa.0" if device == "pvpanic" else "pci.0"
+            fail(f"Bus '{bus}' does not support hotplugging")
+        device_not_found(device)
+
+    def _unplug_reject(self, args: DeviceIdArguments, ctx: CommandContext) -> Any:
+        if args.id not in self.dimms:
+            device_not_found(args.id)
+        if args.id not in self.unplug_pending:
+            return {}
+        self.unplug_pending.discard(args.id)
+        server = self._machine.server
+        message = f"Memory hotunplug rejected by the guest for device {args.id}"
+        server.emit("MEM_UNPLUG_ERROR", {"device": args.id, "msg": message})
+        path = {"device": args.id, "path": f"/machine/peripheral/{args.id}"}
+        for _ in range(2):
+            # QEMU 7.2 reports the rejection from both the DRC and the memory code.
+            self._machine.stderr.write(
+                f"{self._machine.program}: Device hotunplug rejected by the guest "
+                f"for device {args.id}\n"
+            )
+            server.emit("DEVICE_UNPLUG_GUEST_ERROR", path)
+        return {}
+
+    def _query_memory_devices(self, _: object, ctx: CommandContext) -> list[MemoryDeviceInfo]:
+        addresses = self._machine.memory.dimm_addresses
+        return [
+            MemoryDeviceInfo(
+                "dimm",
+                MemoryDeviceData(
+                    id=dimm.id,
+                    addr=addresses[dimm.id],
+                    size=dimm.size,
+                    slot=slot,
+                    node=0,
+                    memdev=f"/objects/{dimm.memdev}",
+                    hotplugged=False,
+                    hotpluggable=True,
+                ),
+            )
+            for slot, dimm in enumerate(self.dimms.values())
+        ]

@@ -1,0 +1,127 @@
+"""``Machine``: a simulated QEMU 7.2 built on :class:`~qmpevents.aio.server.QMPServer`.
+
+A machine owns the server (commands, run state, the rate limiter) and the
+models of :mod:`qmpevents.sim`: guest memory, dump, migration, block layer
+(quorum), HMP and the devices with their guest actions. Typical use::
+
+    machine = Machine(parse_command_line(argv))
+    await machine.start()            # block nodes, listening sockets
+    status = await machine.server.wait_closed()
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import msgspec
+
+from qmpevents.aio.commands import CommandContext
+from qmpevents.aio.server import QMPServer
+from qmpevents.protocol.requests import Request
+from qmpevents.sim.block import BlockLayer
+from qmpevents.sim.config import MachineConfig
+from qmpevents.sim.devices import Devices
+from qmpevents.sim.dump import Dumper
+from qmpevents.sim.hmp import HMP
+from qmpevents.sim.memory import GuestMemory
+from qmpevents.sim.migration import Migration
+from qmpevents.throttle import RateLimiter
+
+__all__ = ["Machine", "Timing"]
+
+_EXTRA_EVENTS = (
+    "GUEST_CRASHLOADED",
+    "DEVICE_UNPLUG_GUEST_ERROR",
+    "DEVICE_DELETED",
+    "MIGRATION",
+    "POWERDOWN",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """How fast simulated work proceeds (tests shorten these).
+
+    ``dump_rate``: bytes of guest memory a dump writes per second (QEMU wrote
+    64 MiB in about 80 ms). ``migration_tick``: the shortest pass of a migration
+    whose guest dirties memory (QEMU's 100 ms rate-limit window).
+    ``cancel_delay``: from MIGRATION cancelling to cancelled.
+    """
+
+    dump_rate: float = 800 * (1 << 20)
+    migration_tick: float = 0.1
+    cancel_delay: float = 0.004
+
+
+class NameInfo(msgspec.Struct, omit_defaults=True):
+    """QAPI NameInfo."""
+
+    name: str | None = None
+
+
+class Machine:
+    """The simulated machine described by ``config``.
+
+    ``rate_limiter`` replaces QEMU's 1 s event throttle (tests use a short one);
+    ``stdout``/``stderr`` receive what QEMU prints there (qemu-io reports, error
+    reports), prefixed with ``program`` as QEMU prefixes its name.
+    """
+
+    def __init__(
+        self,
+        config: MachineConfig,
+        *,
+        rate_limiter: RateLimiter[bytes] | None = None,
+        timing: Timing | None = None,
+        stdout: TextIO | None = None,
+        stderr: TextIO | None = None,
+        program: str = "qmpevents-qemu",
+    ) -> None:
+        self.config = config
+        self.timing = timing or Timing()
+        self.stdout = stdout or sys.stdout
+        self.stderr = stderr or sys.stderr
+        self.program = program
+        self.server = QMPServer(start_paused=config.start_paused, rate_limiter=rate_limiter)
+        for name in _EXTRA_EVENTS:
+            self.server.register_event(name)
+        self.memory = GuestMemory(config)
+        self.block = BlockLayer(self)
+        self.dump = Dumper(self)
+        self.migration = Migration(self)
+        self.hmp = HMP(self)
+        self.devices = Devices(self)
+        self.server.register("query-name", self._query_name, returns=NameInfo)
+        for component in (self.block, self.dump, self.migration, self.hmp, self.devices):
+            component.install()
+
+    def _query_name(self, _: object, ctx: CommandContext) -> NameInfo:
+        return NameInfo(self.config.name)
+
+    def create_drives(self) -> None:
+        """Open the block nodes of ``-blockdev``/``-drive`` (raises the QMP failure)."""
+        for drive in self.config.drives:
+            self.block.add(dict(drive.options), drive.device)
+
+    async def start(self) -> list[str]:
+        """Create the drives and listen on every configured monitor; returns their addresses."""
+        self.create_drives()
+        addresses: list[str] = []
+        for endpoint in self.config.monitors:
+            if endpoint.kind == "unix":
+                addresses.append(await self.server.listen_unix(endpoint.path))
+            else:
+                host, port = await self.server.listen_tcp(
+                    endpoint.host, endpoint.port, allow_remote=True
+                )
+                addresses.append(f"{host}:{port}")
+        return addresses
+
+    async def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+        """Run ``command`` as if a monitor sent it (scenarios); raises QMPCommandFailure."""
+        ctx = CommandContext(self.server, "scenario")
+        result = await self.server.commands.dispatch(Request(command, arguments or {}), ctx)
+        ctx.run_after_reply()
+        return result
