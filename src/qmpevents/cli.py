@@ -14,6 +14,7 @@ from typing import Any, BinaryIO
 
 import click
 
+from qmpevents.cli_history import history, stats
 from qmpevents.cli_watch import watch
 from qmpevents.errors import QMPEventsError, SchemaError
 from qmpevents.protocol.validation import MessageReport, validate_document, validate_stream
@@ -102,3 +103,6 @@ def validate(file: BinaryIO, doc: bool, schema_path: str | None, as_json: bool) 
 
 
 main.add_command(watch)
+
+main.add_command(history)
+main.add_command(stats)

@@ -1,0 +1,169 @@
+"""``qmpevents history`` and ``qmpevents stats``: reading what the collector recorded.
+
+Times (``--since``, ``--until``) are ISO-8601 (``2026-11-27T10:00``, local time unless
+an offset is given) or relative to now (``90s``, ``10m``, ``2h``, ``1d``, ``1w``).
+Exit statuses: 0 success, 2 a usage error (bad time, no or unreadable database).
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import sqlite3
+import time
+from pathlib import Path
+
+import click
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+from qmpevents.collect.history import History
+from qmpevents.collect.records import EventRecord, Record
+from qmpevents.collect.sqlite_schema import default_db_path
+from qmpevents.errors import ConfigError
+
+__all__ = ["history", "parse_time", "stats"]
+
+_RELATIVE = re.compile(r"^(?P<amount>\d+(?:\.\d+)?)(?P<unit>[smhdw])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_time(text: str, now: float | None = None) -> float:
+    """Seconds since the epoch for ``text``: ISO-8601, or ``<number><s|m|h|d|w>`` before ``now``.
+
+    Raises ``ValueError`` for anything else.
+    """
+    if match := _RELATIVE.match(text.strip()):
+        ago = float(match["amount"]) * _UNIT_SECONDS[match["unit"]]
+        return (time.time() if now is None else now) - ago
+    try:
+        when = datetime.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is neither ISO-8601 (2026-11-27T10:00) nor relative (10m, 2h, 1d)"
+        ) from None
+    return when.timestamp()  # a naive time is taken as local time
+
+
+def _time_option(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error), ctx, param) from None
+
+
+_db_option = click.option(
+    "--db",
+    "db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=f"History database [default: {default_db_path()}].",
+)
+_since_option = click.option(
+    "--since", metavar="TIME", callback=_time_option, help="From this time (ISO, or 10m, 2h ago)."
+)
+_until_option = click.option(
+    "--until", metavar="TIME", callback=_time_option, help="Up to this time (ISO, or 10m ago)."
+)
+_json_option = click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+
+
+def _open(db: Path | None) -> History:
+    path = db if db is not None else default_db_path()
+    if not path.exists():
+        raise click.UsageError(f"no history database at {path} (see --db)")
+    try:
+        return History(path)
+    except (sqlite3.Error, ConfigError) as error:
+        raise click.UsageError(f"{path}: {error}") from None
+
+
+def _iso(when: float) -> str:
+    return datetime.datetime.fromtimestamp(when).astimezone().isoformat(timespec="microseconds")
+
+
+def _record_json(record: Record) -> bytes:
+    if isinstance(record, EventRecord):
+        return msgspec.json.encode(
+            {
+                "type": "event",
+                "vm": record.vm,
+                "event": record.name,
+                "timestamp": record.qemu_ts,
+                "received_at": record.received_at,
+                # raw is a JSON object as QEMU sent it: embed it, not a string of it
+                "message": msgspec.Raw(record.raw),
+            }
+        )
+    return msgspec.json.encode(record)
+
+
+def _describe(record: Record) -> tuple[str, str, str, str]:
+    """(time, VM, what, details) of one table row."""
+    if isinstance(record, EventRecord):
+        data = msgspec.json.decode(record.raw).get("data")
+        details = msgspec.json.encode(data).decode() if data else ""
+        return _iso(record.qemu_ts), record.vm, record.name, details
+    if record.ended is None:
+        span = "still open"
+    else:
+        span = f"until {_iso(record.ended)} ({record.ended - record.started:.3f} s)"
+    return _iso(record.started), record.vm, "(gap)", f"{record.reason}; {span}"
+
+
+@click.command()
+@_db_option
+@click.option("--vm", help="Only this VM.")
+@click.option("--event", help="Only events of this name (gaps are left out).")
+@_since_option
+@_until_option
+@_json_option
+def history(
+    db: Path | None,
+    vm: str | None,
+    event: str | None,
+    since: float | None,
+    until: float | None,
+    as_json: bool,
+) -> None:
+    """Recorded events and gaps (intervals without a connection), oldest first.
+
+    An event's time is QEMU's timestamp; a gap's is the collector's clock. With
+    --json each line is {"type": "event", "vm", "event", "timestamp",
+    "received_at", "message": the event exactly as QEMU sent it} or
+    {"type": "gap", "vm", "started", "ended", "reason"}.
+    """
+    with _open(db) as store:
+        records = store.query(vm=vm, event=event, since=since, until=until)
+    if as_json:
+        for record in records:
+            click.echo(_record_json(record))
+        return
+    table = Table("time", "VM", "event", "details")
+    for record in records:
+        table.add_row(*_describe(record))
+    Console().print(table)
+    click.echo(f"{len(records)} record(s)", err=True)
+
+
+@click.command()
+@_db_option
+@_since_option
+@_until_option
+@_json_option
+def stats(db: Path | None, since: float | None, until: float | None, as_json: bool) -> None:
+    """Event counts per VM and event name over a time range (QEMU timestamps)."""
+    with _open(db) as store:
+        counts = store.stats(since=since, until=until)
+    if as_json:
+        for count in counts:
+            click.echo(msgspec.json.encode(count))
+        return
+    table = Table("VM", "event", "count")
+    for count in counts:
+        table.add_row(count.vm, count.name, str(count.count))
+    Console().print(table)
+    click.echo(f"{sum(c.count for c in counts)} event(s)", err=True)

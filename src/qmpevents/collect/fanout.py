@@ -1,0 +1,125 @@
+"""The collector's single entry point for what happens on its connections.
+
+Per-VM connections call :meth:`Fanout.record_event`, :meth:`Fanout.record_connected`
+and :meth:`Fanout.record_disconnected`; the fan-out turns them into records, gives
+every record to every sink, keeps the metrics, and tracks the open gap of each VM.
+Sinks take records without blocking into their own bounded buffers, so a slow or
+failing sink delays and drops only its own records (counted), never another's, and
+never stalls the connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+from qmpevents.collect.metrics import CollectorMetrics
+from qmpevents.collect.records import EventRecord, GapRecord, Record
+from qmpevents.collect.sink import Sink
+from qmpevents.schema.events import Event
+
+__all__ = ["COLLECTOR_STOPPED", "Fanout"]
+
+COLLECTOR_STOPPED = "collector stopped"
+"""The reason of the gap opened for each connected VM when the collector closes."""
+
+
+class Fanout:
+    """Records events and gaps of many VMs into ``sinks``; see the module docstring.
+
+    ``open_gaps`` are gaps left open by a previous run (see
+    :func:`~.history.open_gaps`): the VM's first connection closes them. ``clock`` is
+    the wall clock of ``received_at`` and of gap bounds.
+    """
+
+    def __init__(
+        self,
+        sinks: Sequence[Sink],
+        metrics: CollectorMetrics | None = None,
+        *,
+        open_gaps: Iterable[GapRecord] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.sinks = list(sinks)
+        self.metrics = metrics if metrics is not None else CollectorMetrics()
+        self._clock = clock
+        self._open_gaps: dict[str, GapRecord] = {gap.vm: gap for gap in open_gaps}
+        self._connected: set[str] = set()
+        self._ever_connected: set[str] = set()
+        for sink in self.sinks:
+            self.metrics.watch_sink(sink)
+
+    async def start(self) -> None:
+        """Start every sink."""
+        await asyncio.gather(*(sink.start() for sink in self.sinks))
+
+    async def aclose(self) -> None:
+        """Open a gap for each connected VM (the collector stops listening), then close the sinks.
+
+        Each sink stores what it holds within its own time bound; they close concurrently.
+        """
+        for vm in sorted(self._connected):
+            self.record_disconnected(vm, COLLECTOR_STOPPED)
+        await asyncio.gather(*(sink.aclose() for sink in self.sinks))
+
+    def record_event(self, vm: str, event: Event) -> EventRecord:
+        """Record ``event`` received from ``vm`` now; return the record.
+
+        ``event`` must come from the decoder (it carries ``raw``); otherwise ``ValueError``.
+        """
+        record = EventRecord.from_event(vm, event, self._clock())
+        self._submit(record)
+        self.metrics.events.labels(vm, record.name).inc()
+        self.metrics.last_event.labels(vm).set(record.received_at)
+        return record
+
+    def record_connected(self, vm: str) -> GapRecord | None:
+        """``vm``'s monitor is connected and negotiated: close its open gap (returned, if any).
+
+        Call it once events can arrive, so that the gap covers every moment in
+        which one could have been missed.
+        """
+        if vm in self._ever_connected:
+            self.metrics.reconnects.labels(vm).inc()
+        self._ever_connected.add(vm)
+        self._connected.add(vm)
+        self.metrics.connected.labels(vm).set(1)
+        gap = self._open_gaps.pop(vm, None)
+        if gap is None:
+            return None
+        closed = GapRecord(vm=vm, started=gap.started, ended=self._clock(), reason=gap.reason)
+        self._submit(closed)
+        return closed
+
+    def record_disconnected(self, vm: str, reason: str) -> GapRecord:
+        """``vm`` is not connected (lost, refused, not yet attached): open a gap unless one is.
+
+        Returns the open gap. A VM that was never connected may be reported at once,
+        so that the time until its first connection is a gap too.
+        """
+        self._connected.discard(vm)
+        self.metrics.connected.labels(vm).set(0)
+        gap = self._open_gaps.get(vm)
+        if gap is None:
+            gap = GapRecord(vm=vm, started=self._clock(), ended=None, reason=reason)
+            self._open_gaps[vm] = gap
+            self._submit(gap)
+            self.metrics.gaps.labels(vm).inc()
+        return gap
+
+    def record_gap(self, vm: str, started: float, ended: float | None, reason: str) -> GapRecord:
+        """Record a gap known after the fact (say, a collector that was killed); return it.
+
+        A gap with ``ended=None`` becomes ``vm``'s open gap, closed by its next connection.
+        """
+        gap = GapRecord(vm=vm, started=started, ended=ended, reason=reason)
+        if ended is None:
+            self._open_gaps[vm] = gap
+        self._submit(gap)
+        self.metrics.gaps.labels(vm).inc()
+        return gap
+
+    def _submit(self, record: Record) -> None:
+        for sink in self.sinks:
+            sink.submit(record)

@@ -1,0 +1,166 @@
+"""Reading the recorded history back: events and gaps in time order, counts per VM and event.
+
+The time of an event is QEMU's timestamp (when QEMU created it; a rate-limited
+event can arrive up to a second later). The time of a gap is the collector's
+clock. Both are seconds since the epoch.
+"""
+
+from __future__ import annotations
+
+import heapq
+import sqlite3
+from pathlib import Path
+
+import msgspec
+
+from qmpevents.collect.records import EventRecord, GapRecord, Record
+from qmpevents.collect.sqlite_schema import connect
+
+__all__ = ["EventCount", "History", "open_gaps", "query", "stats"]
+
+
+class EventCount(msgspec.Struct, frozen=True, gc=False):
+    """How many ``name`` events ``vm`` had in the range asked for."""
+
+    vm: str
+    name: str
+    count: int
+
+
+class History:
+    """Queries over one history database, read-only; usable while a collector writes it.
+
+    Raises ``sqlite3.OperationalError`` when the database does not exist or cannot
+    be read, :class:`~qmpevents.errors.ConfigError` when it is newer than this code.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn = connect(path, readonly=True)
+
+    def close(self) -> None:
+        """Release the database."""
+        self._conn.close()
+
+    def __enter__(self) -> History:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def query(
+        self,
+        vm: str | None = None,
+        event: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int | None = None,
+    ) -> list[Record]:
+        """See :func:`query`."""
+        return query(self._conn, vm=vm, event=event, since=since, until=until, limit=limit)
+
+    def stats(self, since: float | None = None, until: float | None = None) -> list[EventCount]:
+        """See :func:`stats`."""
+        return stats(self._conn, since=since, until=until)
+
+    def open_gaps(self) -> list[GapRecord]:
+        """See :func:`open_gaps`."""
+        return open_gaps(self._conn)
+
+
+def _where(conditions: list[tuple[str, object]]) -> tuple[str, list[object]]:
+    if not conditions:
+        return "", []
+    return " WHERE " + " AND ".join(sql for sql, _ in conditions), [v for _, v in conditions]
+
+
+def query(
+    conn: sqlite3.Connection,
+    *,
+    vm: str | None = None,
+    event: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    limit: int | None = None,
+) -> list[Record]:
+    """Events and gaps of ``vm`` (all VMs if ``None``) in ``[since, until]``, oldest first.
+
+    ``event`` restricts events to that name and leaves gaps out (a gap is not an
+    event of any name). A gap is included when it overlaps the range (an open gap
+    reaches to now). ``limit`` keeps the first ``limit`` records of the result.
+    """
+    event_conditions: list[tuple[str, object]] = []
+    gap_conditions: list[tuple[str, object]] = []
+    if vm is not None:
+        event_conditions.append(("vm = ?", vm))
+        gap_conditions.append(("vm = ?", vm))
+    if event is not None:
+        event_conditions.append(("name = ?", event))
+    if since is not None:
+        event_conditions.append(("qemu_ts >= ?", since))
+        gap_conditions.append(("(ended IS NULL OR ended >= ?)", since))
+    if until is not None:
+        event_conditions.append(("qemu_ts <= ?", until))
+        gap_conditions.append(("started <= ?", until))
+    # Each side is limited on its own (both are sorted), then the two are merged.
+    tail, tail_params = (" LIMIT ?", [limit]) if limit is not None else ("", [])
+
+    where, params = _where(event_conditions)
+    events: list[tuple[float, int, Record]] = [
+        (row[0], row[1], EventRecord(*row[2:]))
+        for row in conn.execute(
+            "SELECT qemu_ts, id, vm, name, qemu_seconds, qemu_micros, received_at, raw"
+            f" FROM events{where} ORDER BY qemu_ts, id{tail}",
+            params + tail_params,
+        )
+    ]
+    gaps: list[tuple[float, int, Record]] = []
+    if event is None:
+        where, params = _where(gap_conditions)
+        gaps = [
+            (row[0], row[1], GapRecord(*row[2:]))
+            for row in conn.execute(
+                "SELECT started, id, vm, started, ended, reason"
+                f" FROM gaps{where} ORDER BY started, id{tail}",
+                params + tail_params,
+            )
+        ]
+    merged: list[Record] = [
+        record for _, _, record in heapq.merge(events, gaps, key=lambda row: row[0])
+    ]
+    return merged[:limit] if limit is not None else merged
+
+
+def stats(
+    conn: sqlite3.Connection, *, since: float | None = None, until: float | None = None
+) -> list[EventCount]:
+    """Event counts per (VM, event name) in ``[since, until]``, sorted by VM then name."""
+    conditions: list[tuple[str, object]] = []
+    if since is not None:
+        conditions.append(("qemu_ts >= ?", since))
+    if until is not None:
+        conditions.append(("qemu_ts <= ?", until))
+    where, params = _where(conditions)
+    return [
+        EventCount(*row)
+        for row in conn.execute(
+            f"SELECT vm, name, COUNT(*) FROM events{where} GROUP BY vm, name ORDER BY vm, name",
+            params,
+        )
+    ]
+
+
+def open_gaps(conn: sqlite3.Connection) -> list[GapRecord]:
+    """The latest gap of each VM whose latest gap is still open (``ended`` is ``None``).
+
+    A collector that starts again passes these to its fan-out, so that the first
+    connection to each VM closes the gap left by the previous run.
+    """
+    return [
+        GapRecord(*row)
+        for row in conn.execute(
+            "SELECT vm, started, ended, reason FROM gaps AS g"
+            " WHERE started = (SELECT MAX(started) FROM gaps WHERE vm = g.vm)"
+            " AND ended IS NULL ORDER BY vm"
+        )
+    ]

@@ -1,0 +1,37 @@
+"""What the fan-out needs of a sink: a non-blocking, bounded ``submit`` and its counters."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from qmpevents.collect.records import Record
+
+__all__ = ["Sink"]
+
+
+class Sink(Protocol):
+    """A destination of records (SQLite, NATS JetStream, ...).
+
+    ``submit`` returns at once and never raises for the destination's sake: a sink
+    keeps what it has not stored in its own bounded buffer and counts what that
+    bound makes it drop, so one slow or failing sink never stalls the others.
+    """
+
+    name: str
+
+    def submit(self, record: Record) -> None:
+        """Take ``record``; it is stored or published later."""
+
+    @property
+    def depth(self) -> int:
+        """Records taken and not yet stored."""
+
+    @property
+    def dropped(self) -> int:
+        """Records dropped because the buffer was full."""
+
+    async def start(self) -> None:
+        """Begin storing (connect, open files, start workers)."""
+
+    async def aclose(self) -> object:
+        """Store everything taken (within the sink's own time bound) and stop."""

@@ -1,0 +1,130 @@
+"""The SQLite layout of the event history, its forward migrations, and where it lives.
+
+The database records its layout version in ``schema_version``; opening an older
+database applies the missing migrations in order, in one transaction each, so a
+database is always at a version this code knows. A database written by a newer
+qmpevents (a version above :data:`SCHEMA_VERSION`) is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from qmpevents.errors import ConfigError
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "connect", "default_db_path", "migrate", "version_of"]
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: the two record tables. A gap is identified by (vm, started) so that closing
+    # it is an upsert of the same key.
+    (
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            vm TEXT NOT NULL,
+            name TEXT NOT NULL,
+            qemu_seconds INTEGER NOT NULL,
+            qemu_micros INTEGER NOT NULL,
+            received_at REAL NOT NULL,
+            raw BLOB NOT NULL
+        )""",
+        """CREATE TABLE gaps (
+            id INTEGER PRIMARY KEY,
+            vm TEXT NOT NULL,
+            started REAL NOT NULL,
+            ended REAL,
+            reason TEXT NOT NULL,
+            UNIQUE (vm, started)
+        )""",
+    ),
+    # 2: QEMU's time as one sortable column, and indexes for the history queries
+    # (by VM, by event name, by time range); existing rows are backfilled.
+    (
+        "ALTER TABLE events ADD COLUMN qemu_ts REAL",
+        "UPDATE events SET qemu_ts = qemu_seconds + qemu_micros / 1000000.0",
+        "CREATE INDEX events_by_time ON events (qemu_ts)",
+        "CREATE INDEX events_by_vm ON events (vm, qemu_ts)",
+        "CREATE INDEX events_by_name ON events (name, qemu_ts)",
+        "CREATE INDEX gaps_by_time ON gaps (started)",
+    ),
+)
+"""Migration ``i`` (0-based) takes a database from version ``i`` to ``i + 1``."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+"""The layout version this code writes and reads."""
+
+
+def default_db_path() -> Path:
+    """``$XDG_DATA_HOME/qmpevents/events.db``, or ``~/.local/share/qmpevents/events.db``."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "qmpevents" / "events.db"
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """A connection to the history at ``path``, WAL mode, at :data:`SCHEMA_VERSION`.
+
+    For writing, the parent directory is created and the database migrated. A
+    read-only connection never creates or migrates anything; it raises
+    ``sqlite3.OperationalError`` when the file is missing. Both raise
+    :class:`~qmpevents.errors.ConfigError` for a database newer than this code.
+    """
+    if readonly:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            _check_not_newer(path, version_of(conn))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # isolation_level=None: transactions are explicit (BEGIN ... COMMIT), one per batch.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        # In WAL mode NORMAL loses nothing when the process dies (SIGKILL); only an
+        # OS crash or power loss can lose the last commits, and it costs no fsync per batch.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        migrate(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def version_of(conn: sqlite3.Connection) -> int:
+    """The layout version of the database (0 for an empty one)."""
+    has_table = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    if not has_table:
+        return 0
+    row = conn.execute("SELECT version FROM schema_version").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
+    """Apply the migrations that take the database to ``target``; return the old version."""
+    current = version_of(conn)
+    _check_not_newer(Path(conn.execute("PRAGMA database_list").fetchone()[2]), current)
+    for version in range(current, target):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[version]:
+                conn.execute(statement)
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            conn.execute("DELETE FROM schema_version")
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version + 1,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return current
+
+
+def _check_not_newer(path: Path, version: int) -> None:
+    if version > SCHEMA_VERSION:
+        raise ConfigError(
+            f"{path}: history database is at schema version {version}, this qmpevents "
+            f"knows up to {SCHEMA_VERSION}; upgrade qmpevents to read it"
+        )
