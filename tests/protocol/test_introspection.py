@@ -10,6 +10,7 @@ from typing import Any, Literal
 import msgspec
 import pytest
 
+from qmpevents.aio.builtins import RunState
 from qmpevents.protocol.arguments import NoArguments
 from qmpevents.protocol.encoding import encode
 from qmpevents.protocol.introspection import CommandInfo, EventInfo, build_qmp_schema
@@ -20,24 +21,6 @@ from tests.helpers import REFERENCE, load_transcript
 
 # --- declarations mirroring QEMU 7.2's ------------------------------------------------
 
-RunState = Literal[
-    "debug",
-    "inmigrate",
-    "internal-error",
-    "io-error",
-    "paused",
-    "postmigrate",
-    "prelaunch",
-    "finish-migrate",
-    "restore-vm",
-    "running",
-    "save-vm",
-    "shutdown",
-    "suspended",
-    "watchdog",
-    "guest-panicked",
-    "colo",
-]
 DumpGuestMemoryFormat = Literal["elf", "kdump-zlib", "kdump-lzo", "kdump-snappy", "win-dmp"]
 
 

@@ -143,7 +143,7 @@ async def open_tcp_listener(
     A host that is not a loopback address needs ``allow_remote=True``
     (:class:`ConfigError` otherwise): QMP has no authentication.
     """
-    if not allow_remote and not _is_loopback(host):
+    if not allow_remote and not is_loopback(host):
         raise ConfigError(
             f"refusing to listen on {host!r}: not a loopback address (allow_remote=True to permit)"
         )
@@ -158,7 +158,8 @@ async def open_tcp_listener(
     return listener, (str(bound[0]), int(bound[1]))
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) stays on this machine."""
     if host == "localhost":
         return True
     try:

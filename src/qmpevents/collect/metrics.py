@@ -13,7 +13,6 @@ Exposed (all prefixed ``qmpevents_``):
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 from collections.abc import Iterator
 from wsgiref.simple_server import WSGIServer
@@ -22,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from qmpevents.aio.listeners import is_loopback
 from qmpevents.collect.sink import Sink
 from qmpevents.errors import ConfigError
 
@@ -112,19 +112,10 @@ def start_metrics_server(
     VM of the host, which is not for everyone on the network. Raises
     :class:`~qmpevents.errors.ConfigError` otherwise, and ``OSError`` if the port is taken.
     """
-    if not public and not _is_loopback(host):
+    if not public and not is_loopback(host):
         raise ConfigError(
             f"metrics on {host}:{port} would be reachable from the network; bind to a "
             "loopback address or opt in explicitly"
         )
     server, thread = start_http_server(port, addr=host, registry=metrics.registry)
     return MetricsServer(server, thread)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
