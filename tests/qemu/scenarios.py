@@ -11,6 +11,7 @@ QEMU. Setup that only a real machine needs (image files, boot sectors) is passed
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from qmpevents.aio.client import Dropped, EventListener, Gap, QMPClient
@@ -23,6 +24,9 @@ from qmpevents.schema.events import (
     QuorumReportBad,
 )
 from qmpevents.schema.types import GuestPanicAction
+
+GuestAction = Callable[[QMPClient], Awaitable[object]]
+"""What a simulated guest does where a real guest runs its own code."""
 
 # Generous bounds for a slow CI machine; a passing run never waits for them.
 EVENT_TIMEOUT = 20.0
@@ -147,10 +151,18 @@ def _micros(event: Event) -> int:
     return event.timestamp.seconds * 1_000_000 + event.timestamp.microseconds
 
 
-async def check_guest_panicked(qmp: QMPClient, action: GuestPanicAction) -> GuestPanicked:
-    """The pvpanic boot sector panics once ``cont`` runs it; ``action`` is QEMU's answer."""
+async def check_guest_panicked(
+    qmp: QMPClient, action: GuestPanicAction, *, guest_panics: GuestAction | None = None
+) -> GuestPanicked:
+    """The guest panics once ``cont`` runs it; ``action`` is QEMU's answer.
+
+    On real QEMU the pvpanic boot sector panics by itself after ``cont``; a
+    simulated guest needs ``guest_panics`` to write the pvpanic port.
+    """
     panicked = qmp.wait_for("GUEST_PANICKED", timeout=EVENT_TIMEOUT)
     await qmp.execute("cont")
+    if guest_panics is not None:
+        await guest_panics(qmp)
     event = await panicked
     assert isinstance(event, GuestPanicked)
     assert event.data.action == action
