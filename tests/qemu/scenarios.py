@@ -101,6 +101,41 @@ def quorum_blockdev(name: str, images: list[Path]) -> dict[str, object]:
     }
 
 
+def quorum_blkdebug_blockdev(name: str, images: list[Path], errno: int) -> dict[str, object]:
+    """A quorum like :func:`quorum_blockdev` whose children c1 and c2 fail reads.
+
+    blkdebug injects ``errno`` on every read of c1 and c2 (QEMU's ``read_aio``
+    event), as in the reference quorum transcript.
+    """
+    arguments = quorum_blockdev(name, images)
+    children: list[dict[str, object]] = arguments["children"]  # type: ignore[assignment]
+    for index in (1, 2):
+        child = children[index]
+        child["file"] = {
+            "driver": "blkdebug",
+            "node-name": f"{name}-d{index}",
+            "inject-error": [{"event": "read_aio", "errno": errno}],
+            "image": child["file"],
+        }
+    return arguments
+
+
+async def check_quorum_io_errors(qmp: QMPClient, name: str, error: str) -> None:
+    """Read errors on two of three children: REPORT_BAD for each (with ``error``),
+    then QUORUM_FAILURE, as QEMU 7.2 orders them."""
+    events = qmp.events("QUORUM_*")
+    command = _hmp_qemu_io(name, "read 1024 512")
+    await qmp.execute("human-monitor-command", command)
+    first, second, failure = [await _next_event(events) for _ in range(3)]
+    for bad, child in ((first, f"{name}-c1"), (second, f"{name}-c2")):
+        assert isinstance(bad, QuorumReportBad), bad
+        assert bad.data.node_name == child and bad.data.error == error
+        assert (bad.data.sector_num, bad.data.sectors_count, bad.data.type) == (2, 1, "read")
+    assert isinstance(failure, QuorumFailure), failure
+    assert (failure.data.reference, failure.data.sector_num) == (name, 2)
+    assert failure.data.sectors_count == 1
+
+
 async def check_quorum(qmp: QMPClient, name: str) -> None:
     """Quorum ``name`` whose child c2 is corrupted in sectors 0..7 and whose three
     children all differ in sector 16: REPORT_BAD for the bad child (rate-limited per

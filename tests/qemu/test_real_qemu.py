@@ -20,7 +20,9 @@ from tests.qemu.scenarios import (
     check_guest_panicked,
     check_migration_pass,
     check_quorum,
+    check_quorum_io_errors,
     pvpanic_boot_sector,
+    quorum_blkdebug_blockdev,
     quorum_blockdev,
 )
 
@@ -57,6 +59,30 @@ async def test_quorum_report_bad_and_failure(
     async with boot_vm() as vm:
         await vm.qmp.execute("blockdev-add", quorum_blockdev("qM", images))
         await check_quorum(vm.qmp, "qM")
+
+
+@pytest.mark.parametrize(
+    ("errno", "error"), [(5, "Input/output error"), (28, "No space left on device")]
+)
+async def test_quorum_read_errors(
+    boot_vm: BootVM, qemu_img: str, tmp_path: Path, errno: int, error: str
+) -> None:
+    images = _quorum_images(qemu_img, tmp_path)
+    async with boot_vm(name=f"blkdebug-{errno}") as vm:
+        await vm.qmp.execute("blockdev-add", quorum_blkdebug_blockdev("qR", images, errno))
+        await check_quorum_io_errors(vm.qmp, "qR", error)
+
+
+async def test_guest_panicked_exit_failure(boot_vm: BootVM, tmp_path: Path) -> None:
+    """``-action panic=exit-failure``: poweroff, SHUTDOWN, and QEMU exits with status 1."""
+    disk = tmp_path / "panic.img"
+    disk.write_bytes(pvpanic_boot_sector())
+    args = ("-device", "pvpanic", "-drive", f"file={disk},format=raw,if=ide")
+    async with boot_vm(*args, "-action", "panic=exit-failure", name="panic-exit") as vm:
+        shutdown = vm.qmp.wait_for("SHUTDOWN", timeout=20)
+        await check_guest_panicked(vm.qmp, "poweroff")
+        assert (await shutdown).data.reason == "guest-panic"  # type: ignore[union-attr]
+        assert vm.process.wait(20) == 1
 
 
 @pytest.mark.parametrize(

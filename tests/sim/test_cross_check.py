@@ -26,6 +26,8 @@ from tests.qemu.scenarios import (
     check_guest_panicked,
     check_migration_pass,
     check_quorum,
+    check_quorum_io_errors,
+    quorum_blkdebug_blockdev,
     quorum_blockdev,
 )
 from tests.qemu.test_real_qemu import SECTOR
@@ -64,19 +66,36 @@ async def test_dump_and_migration(boot_sim: BootSim, tmp_path: Path) -> None:
         assert qmp.protocol_errors == 0
 
 
-async def test_quorum_report_bad_and_failure(boot_sim: BootSim, tmp_path: Path) -> None:
-    # The images of tests/qemu (made there with qemu-img): c2 corrupted in sectors
-    # 0..7, all three different in 16..17.
-    images = [tmp_path / f"q-c{i}.raw" for i in range(3)]
+def quorum_images(directory: Path) -> list[Path]:
+    """The images of tests/qemu (made there with qemu-img): c2 corrupted in sectors
+    0..7, all three different in 16..17."""
+    images = [directory / f"q-c{i}.raw" for i in range(3)]
     for index, image in enumerate(images):
         with image.open("wb") as f:
             f.truncate(1 << 20)
             f.write((b"\0" if index == 2 else b"\x32") * 8 * SECTOR)
             f.seek(16 * SECTOR)
             f.write(bytes([0x11 * (index + 1)]) * 2 * SECTOR)
+    return images
+
+
+async def test_quorum_report_bad_and_failure(boot_sim: BootSim, tmp_path: Path) -> None:
+    images = quorum_images(tmp_path)
     async with boot_sim() as qmp:
         await qmp.execute("blockdev-add", quorum_blockdev("qM", images))
         await check_quorum(qmp, "qM")
+
+
+@pytest.mark.parametrize(
+    ("errno", "error"), [(5, "Input/output error"), (28, "No space left on device")]
+)
+async def test_quorum_read_errors(
+    boot_sim: BootSim, tmp_path: Path, errno: int, error: str
+) -> None:
+    images = quorum_images(tmp_path)
+    async with boot_sim() as qmp:
+        await qmp.execute("blockdev-add", quorum_blkdebug_blockdev("qR", images, errno))
+        await check_quorum_io_errors(qmp, "qR", error)
 
 
 @pytest.mark.parametrize(
