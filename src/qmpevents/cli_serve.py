@@ -1,0 +1,165 @@
+"""``qmpevents serve``: the simulated QEMU with friendly options, and scenarios.
+
+The friendly form of ``qmpevents-qemu``: the same machine, described by a few
+options or a scenario file instead of QEMU's command line. Exit statuses: the
+machine's (0 after ``quit``, a signal or ``--exit-after-scenario``; 1 after a
+guest panic with ``--panic-action exit-failure``), 1 when a scenario step
+fails, 2 for a usage error (bad option, a scenario file that does not load,
+with its line number, a socket that cannot be served), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+from typing import Final, cast
+
+import click
+
+from qmpevents.aio.server import install_signal_handlers
+from qmpevents.errors import ConfigError
+from qmpevents.sim.config import MachineConfig, MonitorEndpoint, PanicAction
+from qmpevents.sim.machine import Machine
+from qmpevents.sim.opts import OptionError, parse_size
+from qmpevents.sim.scenario import (
+    Scenario,
+    ScenarioError,
+    bundled_scenario,
+    bundled_scenarios,
+    load_scenario,
+    narration,
+    run_scenario,
+)
+from qmpevents.sim.scenario_format import Step
+
+__all__ = ["load_scenario_option", "parse_tcp", "serve"]
+
+_PANIC_ACTIONS: Final = ("pause", "shutdown", "none", "exit-failure")
+
+
+def parse_tcp(spec: str) -> MonitorEndpoint:
+    """``HOST:PORT`` (``[::1]:4444`` for IPv6; port 0: any free port) as a TCP endpoint."""
+    host, sep, port = spec.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise click.BadParameter(f"{spec!r}: expected HOST:PORT", param_hint="--tcp")
+    return MonitorEndpoint("tcp", host=host, port=int(port))
+
+
+def load_scenario_option(value: str) -> Scenario:
+    """A scenario file, or the name of a bundled scenario when no such file exists."""
+    try:
+        if not os.path.exists(value) and value in bundled_scenarios():
+            return bundled_scenario(value)
+        return load_scenario(value)
+    except ConfigError as error:
+        raise click.UsageError(f"--scenario: {error}") from None
+
+
+async def _say(index: int, step: Step) -> None:
+    text = narration(step)
+    if text is not None:
+        click.echo(f"» {text}")
+
+
+async def _serve(config: MachineConfig, scenario: Scenario | None, exit_after: bool) -> int:
+    machine = Machine(config)
+    # The scenario's images live as long as the machine that serves them.
+    with tempfile.TemporaryDirectory(prefix="qmpevents-serve-") as workdir:
+        try:
+            addresses = await machine.start()
+        except (ConfigError, OSError) as error:
+            click.echo(f"qmpevents serve: {error}", err=True)
+            await machine.server.close()
+            return 2
+        install_signal_handlers(machine.server)
+        for address in addresses:
+            click.echo(f"qmpevents serve: listening on {address}", err=True)
+        if scenario is not None:
+            play = asyncio.ensure_future(
+                run_scenario(machine, scenario, on_step=_say, workdir=workdir)
+            )
+            closed = asyncio.ensure_future(machine.server.wait_closed())
+            await asyncio.wait([play, closed], return_when=asyncio.FIRST_COMPLETED)
+            if not play.done():
+                # quit, a signal or a guest shutdown ended the machine mid-scenario.
+                play.cancel()
+                return await closed
+            closed.cancel()
+            failure = play.exception()
+            if isinstance(failure, ScenarioError):
+                click.echo(f"qmpevents serve: {failure}", err=True)
+                await machine.server.close(1)
+                return 1
+            if failure is not None:
+                raise failure
+            if exit_after:
+                await machine.server.close()
+        return await machine.server.wait_closed()
+
+
+@click.command()
+@click.option(
+    "--socket",
+    "sockets",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    metavar="PATH",
+    help="Serve QMP on this unix socket (repeatable).",
+)
+@click.option("--tcp", "tcps", multiple=True, metavar="HOST:PORT", help="Serve QMP on TCP.")
+@click.option("--ram", metavar="SIZE", help="Guest RAM (64M, 1G; a bare number is MiB).")
+@click.option(
+    "--panic-action",
+    type=click.Choice(_PANIC_ACTIONS),
+    help="What a guest panic does (QEMU's -action panic=); default shutdown.",
+)
+@click.option(
+    "--scenario",
+    "scenario_spec",
+    metavar="FILE|NAME",
+    help="Replay this scenario file (or bundled scenario, e.g. demo) once serving.",
+)
+@click.option("--exit-after-scenario", is_flag=True, help="Exit when the scenario is done.")
+@click.option("--paused", is_flag=True, help="Start paused (QEMU's -S).")
+def serve(
+    sockets: tuple[str, ...],
+    tcps: tuple[str, ...],
+    ram: str | None,
+    panic_action: str | None,
+    scenario_spec: str | None,
+    exit_after_scenario: bool,
+    paused: bool,
+) -> None:
+    """Run a simulated QEMU 7.2 that clients reach over QMP.
+
+    The machine has a pvpanic device, or is the one the scenario describes
+    (options override it). With --scenario, its timeline runs once the sockets
+    listen, its narration goes to stdout, and the machine then keeps serving
+    until quit, SIGTERM or Ctrl-C (or exits, with --exit-after-scenario).
+    """
+    if not sockets and not tcps:
+        raise click.UsageError("nothing to serve: give --socket PATH or --tcp HOST:PORT")
+    if exit_after_scenario and scenario_spec is None:
+        raise click.UsageError("--exit-after-scenario needs --scenario")
+    endpoints = [MonitorEndpoint("unix", path=path) for path in sockets]
+    endpoints += [parse_tcp(spec) for spec in tcps]
+    scenario = load_scenario_option(scenario_spec) if scenario_spec is not None else None
+    config = scenario.machine_config() if scenario is not None else MachineConfig(pvpanic=True)
+    config.monitors = endpoints
+    if ram is not None:
+        try:
+            config.ram_size = parse_size(ram, "M", name="ram")
+        except OptionError as error:
+            raise click.BadParameter(str(error), param_hint="--ram") from None
+    if panic_action is not None:
+        config.panic_action = cast(PanicAction, panic_action)
+    if paused:
+        config.start_paused = True
+    try:
+        status = asyncio.run(_serve(config, scenario, exit_after_scenario))
+    except KeyboardInterrupt:
+        status = 130
+    sys.exit(status)

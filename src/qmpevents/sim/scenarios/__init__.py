@@ -1,0 +1,4 @@
+"""Scenario files shipped with qmpevents, as package data.
+
+Read them with :func:`~qmpevents.sim.scenario.bundled_scenario`.
+"""
