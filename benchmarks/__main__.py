@@ -1,7 +1,7 @@
 """Run every benchmark, each next to its anchors in the same run: ``python -m benchmarks``.
 
 ``python -m benchmarks NAME...`` runs only the named ones (decode, throttle, server,
-client). Each prints its own table with ratios; nothing here asserts a time.
+client, collect). Each prints its own table with ratios; nothing here asserts a time.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ BENCHMARKS = {
     "throttle": ("benchmarks.bench_throttle", ["bench_throttle", "200000"]),
     "server": ("benchmarks.bench_server", ["bench_server"]),
     "client": ("benchmarks.bench_client", ["bench_client"]),
+    "collect": ("benchmarks.bench_collect", ["bench_collect"]),
 }
 
 

@@ -14,7 +14,10 @@ from typing import Any, BinaryIO
 
 import click
 
+from qmpevents.cli_collect import collect
+from qmpevents.cli_demo import demo
 from qmpevents.cli_history import history, stats
+from qmpevents.cli_serve import serve
 from qmpevents.cli_watch import watch
 from qmpevents.errors import QMPEventsError, SchemaError
 from qmpevents.protocol.validation import MessageReport, validate_document, validate_stream
@@ -106,3 +109,6 @@ main.add_command(watch)
 
 main.add_command(history)
 main.add_command(stats)
+main.add_command(collect)
+main.add_command(serve)
+main.add_command(demo)

@@ -16,7 +16,7 @@ import msgspec
 from qmpevents.collect.records import EventRecord, GapRecord, Record
 from qmpevents.collect.sqlite_schema import connect
 
-__all__ = ["EventCount", "History", "open_gaps", "query", "stats"]
+__all__ = ["EventCount", "History", "left_connected", "open_gaps", "query", "stats"]
 
 
 class EventCount(msgspec.Struct, frozen=True, gc=False):
@@ -66,6 +66,10 @@ class History:
     def open_gaps(self) -> list[GapRecord]:
         """See :func:`open_gaps`."""
         return open_gaps(self._conn)
+
+    def left_connected(self) -> list[tuple[str, float]]:
+        """See :func:`left_connected`."""
+        return left_connected(self._conn)
 
 
 def _where(conditions: list[tuple[str, object]]) -> tuple[str, list[object]]:
@@ -164,3 +168,28 @@ def open_gaps(conn: sqlite3.Connection) -> list[GapRecord]:
             " AND ended IS NULL ORDER BY vm"
         )
     ]
+
+
+def left_connected(conn: sqlite3.Connection) -> list[tuple[str, float]]:
+    """``(vm, since)`` for each VM whose latest gap is closed, sorted by VM.
+
+    A collector that stops normally opens a gap for every VM it is connected to, so
+    such a VM was connected when a previous collector died (SIGKILL, crash).
+    ``since`` is the last moment that collector is known to have been receiving
+    from it: the newest committed event's ``received_at`` or the latest gap's
+    end, whichever is later. Events it received after that and never committed are
+    lost, and all of them fall after ``since``.
+    """
+    rows = conn.execute(
+        "SELECT vm, ended FROM gaps AS g"
+        " WHERE started = (SELECT MAX(started) FROM gaps WHERE vm = g.vm)"
+        " AND ended IS NOT NULL ORDER BY vm"
+    ).fetchall()
+    found: list[tuple[str, float]] = []
+    for vm, ended in rows:
+        # one index lookup per VM (events_by_vm_received)
+        (newest,) = conn.execute(
+            "SELECT MAX(received_at) FROM events WHERE vm = ?", (vm,)
+        ).fetchone()
+        found.append((vm, max(ended, newest) if newest is not None else ended))
+    return found

@@ -7,6 +7,8 @@ Exposed (all prefixed ``qmpevents_``):
 - ``reconnects_total{vm}``: connections after the first one;
 - ``gaps_total{vm}``: intervals without a connection (recorded gaps);
 - ``last_event_timestamp_seconds{vm}``: when the VM's last event was received;
+- ``listener_dropped_total{vm}``: events lost before recording because the VM's
+  connection queue overflowed (the collector could not keep up);
 - ``sink_queue_depth{sink}`` and ``sink_dropped_total{sink}``: records waiting in
   each sink, and records it dropped because its buffer was full (read at scrape time).
 """
@@ -71,6 +73,12 @@ class CollectorMetrics:
         self.last_event = Gauge(
             "qmpevents_last_event_timestamp_seconds",
             "When the VM's last event was received (seconds since the epoch)",
+            ["vm"],
+            registry=self.registry,
+        )
+        self.listener_dropped = Counter(
+            "qmpevents_listener_dropped",
+            "Events lost because the VM's connection queue overflowed",
             ["vm"],
             registry=self.registry,
         )

@@ -48,6 +48,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX events_by_name ON events (name, qemu_ts)",
         "CREATE INDEX gaps_by_time ON gaps (started)",
     ),
+    # 3: the newest receive time of a VM in O(log n), which a collector restarted after
+    # SIGKILL needs for the gap of the time it was not running (History.left_connected).
+    ("CREATE INDEX events_by_vm_received ON events (vm, received_at)",),
 )
 """Migration ``i`` (0-based) takes a database from version ``i`` to ``i + 1``."""
 

@@ -1,0 +1,147 @@
+"""``qmpevents collect``: record the events of many VMs into SQLite (and NATS JetStream).
+
+Exit statuses: 0 stopped by SIGTERM, 130 by SIGINT, 2 a usage error (bad option,
+target or configuration file), printed as one line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+import click
+
+from qmpevents.collect.collector import Collector
+from qmpevents.collect.config import CollectorConfig, load_config, merged
+from qmpevents.collect.discovery import vm_from_argument
+from qmpevents.collect.sqlite_schema import default_db_path
+from qmpevents.errors import ConfigError
+
+__all__ = ["collect"]
+
+
+class _UsageLine(click.ClickException):
+    """A usage error shown as one line (``Error: ...``), exit status 2."""
+
+    exit_code = 2
+
+
+class _OneLineCommand(click.Command):
+    """A command whose option errors are one line too, like its own usage errors."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as error:
+            raise _UsageLine(error.format_message()) from None
+
+
+def _status(vm: str, connected: bool, detail: str) -> None:
+    click.echo(f"{vm}: {detail}", err=True)
+
+
+@click.command(cls=_OneLineCommand)
+@click.argument("targets", nargs=-1, metavar="[TARGET]...")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML file: [collector] options and [[vm]] name/target entries.",
+)
+@click.option(
+    "--watch-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Attach every QMP socket that appears in this directory (named after the file).",
+)
+@click.option(
+    "--watch-interval",
+    type=click.FloatRange(min=0.01),
+    metavar="S",
+    help="Seconds between two looks at --watch-dir [default: 1].",
+)
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"SQLite history [default: {default_db_path()}].",
+)
+@click.option(
+    "--nats", metavar="URL", help="Also publish to NATS JetStream (URLs comma-separated)."
+)
+@click.option(
+    "--metrics", metavar="HOST:PORT", help="Serve Prometheus metrics here (PORT: on 127.0.0.1)."
+)
+@click.option(
+    "--metrics-public", is_flag=True, default=None, help="Allow a non-loopback --metrics."
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="SQLite: records per commit [default: 1000].",
+)
+@click.option(
+    "--batch-interval",
+    type=click.FloatRange(min=0),
+    metavar="S",
+    help="SQLite: seconds a record waits for its commit at most [default: 0.5].",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No line per VM connection and loss.")
+def collect(
+    targets: tuple[str, ...],
+    config_path: Path | None,
+    watch_dir: Path | None,
+    watch_interval: float | None,
+    db: Path | None,
+    nats: str | None,
+    metrics: str | None,
+    metrics_public: bool | None,
+    batch_size: int | None,
+    batch_interval: float | None,
+    quiet: bool,
+) -> None:
+    """Record the events of many VMs, until SIGTERM or SIGINT.
+
+    A TARGET is NAME=SOCKET, NAME=HOST:PORT, or a socket path (the VM is named
+    after the file). Every event is stored with the VM, QEMU's timestamp, the time
+    received and the bytes QEMU sent; the intervals without a connection are stored
+    as gaps. Command-line options override --config. After SIGKILL at most the last
+    --batch-size records or --batch-interval seconds of them are lost, and the
+    restarted collector records the time it was not running as a gap.
+    """
+    try:
+        config = load_config(config_path) if config_path is not None else CollectorConfig()
+        extra = tuple(vm_from_argument(target) for target in targets)
+        config = merged(
+            config,
+            vms=config.vms + extra if extra else None,
+            watch_dir=watch_dir,
+            watch_interval=watch_interval,
+            db=db,
+            nats=nats,
+            metrics=metrics,
+            metrics_public=metrics_public,
+            batch_size=batch_size,
+            batch_interval=batch_interval,
+        )
+    except ConfigError as error:
+        raise _UsageLine(str(error)) from None
+    if not config.vms and config.watch_dir is None:
+        raise _UsageLine("nothing to collect: give a TARGET, --watch-dir or a --config with VMs")
+    if config.watch_dir is not None and not config.watch_dir.is_dir():
+        raise _UsageLine(f"--watch-dir {config.watch_dir}: not a directory")
+    logging.basicConfig(level=logging.WARNING, format="qmpevents collect: %(message)s")
+    collector = Collector(config, on_status=None if quiet else _status)
+    try:
+        stopped_by = asyncio.run(collector.run())
+    except (ConfigError, OSError) as error:
+        raise _UsageLine(str(error)) from None
+    raise SystemExit(130 if stopped_by is signal.SIGINT else 0)

@@ -1,0 +1,204 @@
+"""The collector: many VMs' events into SQLite (and NATS JetStream), with Prometheus metrics.
+
+:class:`Collector` ties the pieces together: the VMs of the configuration and of a
+watched directory (:mod:`.discovery`), one :class:`~.endpoints.Endpoint` each, the
+:class:`~.fanout.Fanout` and its sinks, and the metrics endpoint.
+
+Gaps across runs: at start the history says which VMs a previous run left with an
+open gap (closed by their first connection now) and which it was still connected to
+when it died without closing anything (SIGKILL, crash). Each of the latter gets an
+open gap ``"collector was not running"`` from the last moment that run is known to
+have received from the VM (:meth:`~.history.History.left_connected`); every event
+the dead run received but had not committed falls inside that gap.
+
+Stopping (:meth:`Collector.stop`, SIGTERM or SIGINT under :meth:`Collector.run`):
+connections are closed after recording what they received, the fan-out opens a gap
+``"collector stopped"`` for each connected VM and the sinks store everything (SQLite
+commits all of it; NATS within its close timeout), then the metrics endpoint closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sqlite3
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from qmpevents.collect.config import CollectorConfig, VMSpec
+from qmpevents.collect.discovery import DirectoryWatcher
+from qmpevents.collect.endpoints import ConnectPolicy, Endpoint, StatusCallback
+from qmpevents.collect.fanout import Fanout
+from qmpevents.collect.history import History
+from qmpevents.collect.metrics import CollectorMetrics, MetricsServer, start_metrics_server
+from qmpevents.collect.nats_sink import NatsSink
+from qmpevents.collect.records import GapRecord
+from qmpevents.collect.sink import Sink
+from qmpevents.collect.sqlite_store import BatchPolicy, SQLiteStore
+from qmpevents.errors import ConfigError
+
+__all__ = ["NOT_RUNNING", "SOCKET_REMOVED", "Collector"]
+
+log = logging.getLogger(__name__)
+
+NOT_RUNNING = "collector was not running"
+"""The reason of the gap of a VM a previous collector was connected to when it died."""
+
+SOCKET_REMOVED = "socket removed"
+"""The reason recorded when a watched socket disappears (unless a gap is already open)."""
+
+
+class Collector:
+    """Collects the events of the VMs in ``config``; see the module docstring.
+
+    ``on_status(vm, connected, detail)`` hears of each connection, loss and failed
+    first attempt. Use :meth:`run` (until a signal or :meth:`stop`), or :meth:`start`
+    and :meth:`aclose` around your own waiting.
+    """
+
+    def __init__(self, config: CollectorConfig, *, on_status: StatusCallback | None = None) -> None:
+        self.config = config
+        self.on_status = on_status
+        self.metrics = CollectorMetrics()
+        self.policy = ConnectPolicy(
+            backoff=config.backoff, max_backoff=config.max_backoff, queue_size=config.queue_size
+        )
+        self.sqlite = SQLiteStore(
+            config.db,
+            batching=BatchPolicy(config.batch_size, config.batch_interval),
+            buffer_limit=config.db_buffer,
+        )
+        self.nats = (
+            NatsSink(config.nats.split(","), buffer_limit=config.nats_buffer)
+            if config.nats
+            else None
+        )
+        self.fanout: Fanout | None = None
+        self.metrics_server: MetricsServer | None = None
+        self._endpoints: dict[str, Endpoint] = {}
+        self._watcher: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+        self._signal: signal.Signals | None = None
+
+    @property
+    def endpoints(self) -> Mapping[str, Endpoint]:
+        """The attached VMs by name (read-only)."""
+        return MappingProxyType(self._endpoints)
+
+    async def start(self) -> None:
+        """Open the metrics endpoint and the sinks, recover gaps, attach the VMs, watch.
+
+        Raises :class:`~qmpevents.errors.ConfigError` (a metrics address that is not
+        loopback without ``metrics_public``, a history newer than this code) and
+        ``OSError`` (the metrics port is taken) before anything is attached.
+        """
+        address = self.config.metrics_address()
+        if address is not None:
+            self.metrics_server = start_metrics_server(
+                self.metrics, *address, public=self.config.metrics_public
+            )
+        try:
+            await self.sqlite.start()
+        except BaseException:
+            self._close_metrics()
+            raise
+        open_gaps, left_connected = await asyncio.to_thread(self._previous_run)
+        sinks: list[Sink] = [self.sqlite] if self.nats is None else [self.sqlite, self.nats]
+        self.fanout = Fanout(sinks, self.metrics, open_gaps=open_gaps)
+        await self.fanout.start()
+        for vm, since in left_connected:
+            self.fanout.record_gap(vm, since, None, NOT_RUNNING)
+        for spec in self.config.vms:
+            self.attach(spec)
+        if self.config.watch_dir is not None:
+            watcher = DirectoryWatcher(
+                self.config.watch_dir, interval=self.config.watch_interval, taken=self.config.vms
+            )
+            self._watcher = asyncio.create_task(self._watch(watcher), name="watch-dir")
+
+    def _previous_run(self) -> tuple[list[GapRecord], list[tuple[str, float]]]:
+        try:
+            with History(self.sqlite.path) as history:
+                return history.open_gaps(), history.left_connected()
+        except (sqlite3.Error, ConfigError) as error:
+            # The writer logs and retries storage problems; only the recovery is skipped.
+            log.error(
+                "SQLite history %s: cannot read the previous run's gaps: %s",
+                self.sqlite.path,
+                error,
+            )
+            return [], []
+
+    def attach(self, spec: VMSpec) -> Endpoint:
+        """Start collecting from ``spec`` (``ConfigError`` if its name is attached already)."""
+        if self.fanout is None:
+            raise RuntimeError("attach() before start()")
+        if spec.name in self._endpoints:
+            raise ConfigError(f"VM {spec.name!r} is attached already")
+        endpoint = Endpoint(spec.name, spec.target, self.fanout, self.policy, self.on_status)
+        self._endpoints[spec.name] = endpoint
+        endpoint.start()
+        return endpoint
+
+    async def detach(self, name: str, reason: str) -> None:
+        """Stop collecting from VM ``name``, recording a gap for ``reason`` unless one is open."""
+        endpoint = self._endpoints.pop(name, None)
+        if endpoint is None or self.fanout is None:
+            return
+        await endpoint.aclose()
+        self.fanout.record_disconnected(name, reason)
+        if self.on_status is not None:
+            self.on_status(name, False, f"detached: {reason}")
+
+    async def _watch(self, watcher: DirectoryWatcher) -> None:
+        while True:
+            changes = await asyncio.to_thread(watcher.scan)
+            for vm in changes.vanished:
+                await self.detach(vm.name, SOCKET_REMOVED)
+            for vm in changes.appeared:
+                self.attach(vm)
+            await asyncio.sleep(watcher.interval)
+
+    def stop(self, signum: signal.Signals | None = None) -> None:
+        """Make :meth:`run` return (after closing everything). Safe from a signal handler."""
+        self._signal = signum
+        self._stopped.set()
+
+    async def run(self, *, handle_signals: bool = True) -> signal.Signals | None:
+        """Start, collect until :meth:`stop` (or SIGTERM/SIGINT), close; return the signal."""
+        loop = asyncio.get_running_loop()
+        signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
+        for signum in signals:
+            loop.add_signal_handler(signum, self.stop, signum)
+        try:
+            await self.start()
+            await self._stopped.wait()
+        finally:
+            for signum in signals:
+                loop.remove_signal_handler(signum)
+            await self.aclose()
+        return self._signal
+
+    async def aclose(self) -> None:
+        """Stop watching and connecting, store everything received, close the metrics endpoint.
+
+        Idempotent.
+        """
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
+        endpoints, self._endpoints = list(self._endpoints.values()), {}
+        await asyncio.gather(*(endpoint.aclose() for endpoint in endpoints))
+        if self.fanout is not None:
+            await self.fanout.aclose()
+            self.fanout = None
+        self._close_metrics()
+
+    def _close_metrics(self) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+            self.metrics_server = None
