@@ -9,6 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from qmpevents.sim.cmdline import parse_command_line
+from qmpevents.sim.machine import Machine
+from tests.aio.test_reference_replay import replay_protocol
+from tests.helpers import load_transcript
 from tests.sim.replay import GuestAction, replay
 
 
@@ -111,3 +115,13 @@ async def test_mem_unplug(tmp: str) -> None:
     }
     result = await replay("mem_unplug", tmp, actions, skip_commands=frozenset({"qom-list"}))
     assert result.stderr.getvalue().count("Device hotunplug rejected by the guest") == 10
+
+
+async def test_protocol(tmp: str) -> None:
+    """protocol.json against qmpevents-qemu started with that transcript's own argv."""
+    (process,) = load_transcript("protocol")["processes"]
+    argv = [arg.replace("/tmp/qmp-acc-protocol-XXXXXXXX", tmp) for arg in process["argv"][1:]]
+    machine = Machine(parse_command_line(argv))
+    await machine.start()
+    paths = {"A": f"{tmp}/vm-qmp0.sock", "B": f"{tmp}/vm-qmp1.sock", "C": f"{tmp}/vm-qmp0.sock"}
+    assert await replay_protocol(machine.server, paths, any_package=True) > 1000
