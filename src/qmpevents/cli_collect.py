@@ -113,8 +113,8 @@ def collect(
     A TARGET is NAME=SOCKET, NAME=HOST:PORT, or a socket path (the VM is named
     after the file). Every event is stored with the VM, QEMU's timestamp, the time
     received and the bytes QEMU sent; the intervals without a connection are stored
-    as gaps. Command-line options override --config. After SIGKILL at most the last
-    --batch-size records or --batch-interval seconds of them are lost, and the
+    as gaps. Command-line options override --config. After SIGKILL at most about two
+    batches (--batch-size records, or --batch-interval seconds) are lost, and the
     restarted collector records the time it was not running as a gap.
     """
     try:

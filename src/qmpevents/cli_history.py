@@ -77,7 +77,9 @@ def _open(db: Path | None) -> History:
         raise click.UsageError(f"no history database at {path} (see --db)")
     try:
         return History(path)
-    except (sqlite3.Error, ConfigError) as error:
+    except ConfigError as error:  # already names the file
+        raise click.UsageError(str(error)) from None
+    except sqlite3.Error as error:
         raise click.UsageError(f"{path}: {error}") from None
 
 

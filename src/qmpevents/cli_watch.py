@@ -22,9 +22,9 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from qmpevents.aio.client import Dropped, EventListener, Gap, ListenerItem, QMPClient
+from qmpevents.aio.client import Dropped, EventListener, Gap, ListenerItem, QMPClient, parse_target
 from qmpevents.aio.client_events import plain_data
-from qmpevents.errors import ConnectionLost, QMPConnectionError, QMPTimeoutError
+from qmpevents.errors import ConfigError, ConnectionLost, QMPConnectionError, QMPTimeoutError
 from qmpevents.schema.events import Event
 from qmpevents.throttle import QEMU_RULES
 
@@ -53,9 +53,13 @@ class WatchTarget:
 def parse_target_spec(spec: str) -> WatchTarget:
     """``NAME=TARGET``, or a bare target named after its socket file (``vm1.sock`` -> vm1)."""
     name, sep, target = spec.partition("=")
-    if sep and name and target:
-        return WatchTarget(name, target)
-    return WatchTarget(Path(spec).stem or spec, spec)
+    if not (sep and name and target):
+        name, target = Path(spec).stem or spec, spec
+    try:
+        parse_target(target)
+    except ConfigError as error:
+        raise click.BadParameter(str(error), param_hint="TARGET") from None
+    return WatchTarget(name, target)
 
 
 def parse_where(specs: Sequence[str]) -> dict[str, Any]:
@@ -254,7 +258,12 @@ async def _watch(
             async with asyncio.timeout(timeout):
                 await asyncio.wait([all_ended, finished], return_when=asyncio.FIRST_COMPLETED)
         except TimeoutError:
-            click.echo(f"qmpevents watch: no {count or ''} events within {timeout} s", err=True)
+            wanted = f"{count} matching event(s)" if count is not None else "the end"
+            click.echo(
+                f"qmpevents watch: timed out after {timeout} s: {seen} matching event(s) seen,"
+                f" waited for {wanted}",
+                err=True,
+            )
             return 1
         finally:
             for task in (*pumps, all_ended, finished):

@@ -136,6 +136,7 @@ def test_watch_json_where(vm: Path) -> None:
 def test_watch_timeout_exits_1(vm: Path) -> None:
     result = CliRunner().invoke(watch, [str(vm), "--event", "NEVER", "--timeout", "0.05"])
     assert result.exit_code == 1
+    assert "timed out after 0.05 s: 0 matching event(s) seen" in result.output
 
 
 def test_watch_unreachable_target_exits_2(tmp_path: Path) -> None:

@@ -238,3 +238,21 @@ async def test_a_full_disk_is_reported_and_the_collector_recovers(tmp_path: Path
     assert sorted(r.raw for r in events["vm0"]) == sorted(vm.sent)
     assert any("writing again" in line for line in collector.lines)
     await vm.close()
+
+
+def test_collect_refuses_a_database_it_could_never_write(tmp_path: Path) -> None:
+    garbage, foreign = tmp_path / "g.bin", tmp_path / "f.db"
+    garbage.write_bytes(bytes(range(256)) * 8)
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE events (x)")
+    for path in (garbage, foreign):
+        result = CliRunner().invoke(main, ["collect", "--db", str(path), str(tmp_path / "x.sock")])
+        assert result.exit_code == 2, result.output
+        assert "not a qmpevents history database" in result.output
+
+
+def test_tcp_port_out_of_range_is_a_usage_error() -> None:
+    result = CliRunner().invoke(main, ["collect", "--db", "/tmp/unused.db", "a=127.0.0.1:70000"])
+    assert result.exit_code == 2 and "TCP port must be 1-65535" in result.output
+    result = CliRunner().invoke(main, ["watch", "127.0.0.1:65537"])
+    assert result.exit_code == 2 and "TCP port must be 1-65535" in result.output

@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import datetime
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from qmpevents.cli import main
 from qmpevents.cli_history import history, parse_time, stats
 from qmpevents.collect.records import GapRecord
 from qmpevents.collect.sqlite_store import SQLiteStore
@@ -92,3 +94,16 @@ def test_usage_errors_exit_2(tmp_path: Path, db: Path) -> None:
     assert missing.exit_code == 2 and "no history database" in missing.output
     bad_time = CliRunner().invoke(stats, ["--db", str(db), "--since", "soon"])
     assert bad_time.exit_code == 2 and "neither ISO" in bad_time.output
+
+
+def test_a_file_that_is_not_a_history_is_a_usage_error(tmp_path: Path) -> None:
+    garbage, empty, foreign = tmp_path / "g.bin", tmp_path / "e.db", tmp_path / "f.db"
+    garbage.write_bytes(bytes(range(256)) * 8)
+    empty.write_bytes(b"")
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE events (x)")
+    for path in (garbage, empty, foreign):
+        for command in ("history", "stats"):
+            result = CliRunner().invoke(main, [command, "--db", str(path)])
+            assert result.exit_code == 2, result.output
+            assert "not a qmpevents history database" in result.output

@@ -40,6 +40,7 @@ from typing import Any, Final
 
 from qmpevents.errors import (
     CommandError,
+    ConfigError,
     ConnectionLost,
     GreetingError,
     QMPConnectionError,
@@ -115,13 +116,20 @@ class Target:
 
 
 def parse_target(target: str | os.PathLike[str] | Target) -> Target:
-    """``"HOST:PORT"`` (``"[::1]:4444"`` for IPv6) is TCP; anything else is a socket path."""
+    """``"HOST:PORT"`` (``"[::1]:4444"`` for IPv6) is TCP; anything else is a socket path.
+
+    Raises :class:`~qmpevents.errors.ConfigError` for a port outside 1-65535.
+    """
     if isinstance(target, Target):
         return target
     text = os.fspath(target)
     match = _HOST_PORT.match(text)
     if match and not os.path.exists(text):
-        return Target(host=match["v6"] or match["host"], port=int(match["port"]))
+        port = int(match["port"])
+        if not 0 < port < 65536:
+            # The socket layer would refuse it, or worse, wrap it onto another port.
+            raise ConfigError(f"{text}: TCP port must be 1-65535")
+        return Target(host=match["v6"] or match["host"], port=port)
     return Target(path=text)
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qmpevents.aio.client import parse_target
 from qmpevents.errors import ConfigError
 
 __all__ = ["CollectorConfig", "VMSpec", "load_config", "merged", "parse_host_port"]
@@ -46,6 +47,9 @@ class VMSpec:
 
     name: str
     target: str
+
+    def __post_init__(self) -> None:
+        parse_target(self.target)  # a bad HOST:PORT is a ConfigError now, not at connect
 
 
 @dataclass(frozen=True)

@@ -70,12 +70,16 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     For writing, the parent directory is created and the database migrated. A
     read-only connection never creates or migrates anything; it raises
     ``sqlite3.OperationalError`` when the file is missing. Both raise
-    :class:`~qmpevents.errors.ConfigError` for a database newer than this code.
+    :class:`~qmpevents.errors.ConfigError` for a database newer than this code and
+    for a file that is not a qmpevents history (not SQLite, or another program's).
     """
     if readonly:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
-            _check_not_newer(path, version_of(conn))
+            version = _version_or_refuse(conn, path)
+            if version == 0:
+                raise ConfigError(f"{path}: not a qmpevents history database (no schema version)")
+            _check_not_newer(path, version)
         except BaseException:
             conn.close()
             raise
@@ -84,6 +88,7 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     # isolation_level=None: transactions are explicit (BEGIN ... COMMIT), one per batch.
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
+        _version_or_refuse(conn, path)  # before anything writes to a foreign file
         conn.execute("PRAGMA journal_mode=WAL")
         # In WAL mode NORMAL loses nothing when the process dies (SIGKILL); only an
         # OS crash or power loss can lose the last commits, and it costs no fsync per batch.
@@ -106,10 +111,38 @@ def version_of(conn: sqlite3.Connection) -> int:
     return int(row[0]) if row else 0
 
 
+def _version_or_refuse(conn: sqlite3.Connection, path: Path) -> int:
+    """The schema version; ConfigError for a file that is not an SQLite database at all.
+
+    Such a file, or another program's database, is a permanent problem: retrying
+    would only lose every record while looking busy.
+    """
+    try:
+        version = version_of(conn)
+    except sqlite3.DatabaseError as error:
+        if isinstance(error, sqlite3.OperationalError):
+            raise  # locked, unreadable: may pass
+        raise ConfigError(f"{path}: not a qmpevents history database ({error})") from None
+    if version == 0:
+        foreign = [
+            row[0]
+            for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+        ]
+        if foreign:
+            raise ConfigError(
+                f"{path}: not a qmpevents history database (it has tables: "
+                f"{', '.join(sorted(foreign))})"
+            )
+    return version
+
+
 def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
     """Apply the migrations that take the database to ``target``; return the old version."""
-    current = version_of(conn)
-    _check_not_newer(Path(conn.execute("PRAGMA database_list").fetchone()[2]), current)
+    path = Path(conn.execute("PRAGMA database_list").fetchone()[2])
+    current = _version_or_refuse(conn, path)
+    _check_not_newer(path, current)
     for version in range(current, target):
         conn.execute("BEGIN IMMEDIATE")
         try:

@@ -145,7 +145,13 @@ class Devices:
 
     def _vserport(self, args: VserportArguments, ctx: CommandContext) -> Any:
         if args.id not in self.ports:
-            # QEMU only logs an unknown port id (virtio-serial-bus: Unexpected port id).
+            # QEMU only logs an unknown port id; so do we, so the silence is explained.
+            known = ", ".join(sorted(self.ports)) or "none"
+            print(
+                f"{self._machine.program}: virtio-serial-bus: Unexpected port id {args.id!r}"
+                f" (ports: {known})",
+                file=self._machine.stderr,
+            )
             return {}
         self.ports[args.id] = args.open
         self._machine.server.emit("VSERPORT_CHANGE", {"id": args.id, "open": args.open})
