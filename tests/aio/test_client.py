@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -635,3 +637,27 @@ async def test_validate_against_the_live_schema(sock: Path) -> None:
         "MIGRATION_PASS",
     ]
     assert qmp.invalid_events == 1
+
+
+@contextlib.contextmanager
+def fake_qemu_in_thread(path: Path, *scripts: Script) -> Iterator[Path]:
+    """A FakeQEMU on its own loop in a thread, as a real QEMU runs apart from a
+    blocking client or a command that runs its own event loop; yields ``path``."""
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    stop = asyncio.Event()
+
+    async def run() -> None:
+        async with FakeQEMU(path, *scripts):
+            started.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(run(),), daemon=True)
+    thread.start()
+    started.wait(5)
+    try:
+        yield path
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(5)
+        loop.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 from qmpevents.aio.client_sync import SyncClient
 from qmpevents.errors import CommandError, QMPConnectionError, QMPTimeoutError
 from qmpevents.schema.events import DumpCompleted
-from tests.aio.test_client import FakeQEMU, Peer, event
+from tests.aio.test_client import Peer, event, fake_qemu_in_thread
 
 
 async def _dump(peer: Peer, request: dict[str, Any]) -> None:
@@ -33,23 +32,8 @@ async def _script(peer: Peer) -> None:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Path]:
     """A FakeQEMU running in its own thread's loop, as a real QEMU would run apart."""
-    sock = tmp_path / "qmp.sock"
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    stop = asyncio.Event()
-
-    async def run() -> None:
-        async with FakeQEMU(sock, _script):
-            started.set()
-            await stop.wait()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(run(),), daemon=True)
-    thread.start()
-    started.wait(5)
-    yield sock
-    loop.call_soon_threadsafe(stop.set)
-    thread.join(5)
-    loop.close()
+    with fake_qemu_in_thread(tmp_path / "qmp.sock", _script) as path:
+        yield path
 
 
 def test_execute_and_wait_for(server: Path) -> None:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from qmpevents.cli_watch import (
     watch,
 )
 from qmpevents.schema.decode import decode_event
-from tests.aio.test_client import FakeQEMU, Peer, passes, report_bad
+from tests.aio.test_client import Peer, fake_qemu_in_thread, passes, report_bad
 
 QUORUM_BAD = report_bad("qM-c2", 8)
 
@@ -37,23 +35,8 @@ async def _script(peer: Peer) -> None:
 @pytest.fixture
 def vm(tmp_path: Path) -> Iterator[Path]:
     """A FakeQEMU in its own thread (the command runs its own event loop)."""
-    sock = tmp_path / "vm1.sock"
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    stop = asyncio.Event()
-
-    async def run() -> None:
-        async with FakeQEMU(sock, _script):
-            started.set()
-            await stop.wait()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(run(),), daemon=True)
-    thread.start()
-    started.wait(5)
-    yield sock
-    loop.call_soon_threadsafe(stop.set)
-    thread.join(5)
-    loop.close()
+    with fake_qemu_in_thread(tmp_path / "vm1.sock", _script) as path:
+        yield path
 
 
 def test_describe_the_seed_events() -> None:
