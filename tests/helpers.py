@@ -1,4 +1,4 @@
-"""Shared test doubles and paths to the reference material."""
+"""Shared test doubles and paths to the test data carried in this repository."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-REFERENCE = SHARED / "reference" / "qemu-7.2"
-SEED = SHARED / "seed" / "000_e99d3304902dc35b.txt"
+DATA = REPO / "tests" / "data"
+# Recorded from a real QEMU 7.2 by tools/record_reference.py (see tests/data/README.md).
+REFERENCE = DATA / "qemu-7.2"
+# Our own fixture of the seven events' documentation examples, quirks included.
+EVENT_EXAMPLES = DATA / "event-examples.txt"
 TRANSCRIPTS = ("protocol", "dump", "migration", "guest_panic", "quorum", "vserport", "mem_unplug")
 
 

@@ -1,4 +1,4 @@
-"""The layer rules of DESIGN.md, enforced: a lower layer never imports a higher one."""
+"""The layer rules of docs/architecture.md, enforced: a lower layer never imports a higher one."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def test_module_respects_layers(module: Path) -> None:
     layer = layer_of(module)
     if layer == "__init__":
         return
-    assert layer in ALLOWED, f"{module}: unknown layer {layer!r}; add it to DESIGN.md first"
+    assert layer in ALLOWED, f"{module}: unknown layer {layer!r}; add it to docs/architecture.md first"
     for line, target in imported_layers(module):
         assert target != "", f"{module}:{line} imports the package top level"
         assert target == layer or target in ALLOWED[layer], (

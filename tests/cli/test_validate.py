@@ -8,16 +8,16 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from qmpevents.cli import main
-from tests.helpers import REFERENCE, SEED
+from tests.helpers import EVENT_EXAMPLES, REFERENCE
 
 
-def test_seed_doc_reports_problems_and_exits_1() -> None:
-    result = CliRunner().invoke(main, ["validate", "--doc", str(SEED)])
+def test_event_examples_doc_reports_problems_and_exits_1() -> None:
+    result = CliRunner().invoke(main, ["validate", "--doc", str(EVENT_EXAMPLES)])
     assert result.exit_code == 1
     lines = result.stdout.splitlines()
-    assert f"{SEED}:167:1: invalid: JSON parse error, expected separator in dict" in lines
-    assert f"{SEED}:148:1: DUMP_COMPLETED: timestamp: missing required member" in lines
-    assert f"{SEED}:224:1: OK VSERPORT_CHANGE" in lines
+    assert f"{EVENT_EXAMPLES}:25:1: invalid: JSON parse error, expected separator in dict" in lines
+    assert f"{EVENT_EXAMPLES}:13:1: DUMP_COMPLETED: timestamp: missing required member" in lines
+    assert f"{EVENT_EXAMPLES}:59:1: OK VSERPORT_CHANGE" in lines
 
 
 def test_valid_stream_from_stdin_exits_0() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from qmpevents.protocol.validation import validate_document, validate_stream
 from qmpevents.schema.live import LiveSchema
-from tests.helpers import REFERENCE, SEED, TRANSCRIPTS, load_transcript, raw_bytes
+from tests.helpers import EVENT_EXAMPLES, REFERENCE, TRANSCRIPTS, load_transcript, raw_bytes
 
 
 @pytest.fixture(scope="module")
@@ -16,24 +16,24 @@ def live_schema() -> LiveSchema:
     return LiveSchema.from_query(json.loads((REFERENCE / "qmp_schema_full.json").read_text()))
 
 
-def test_seed_document_report() -> None:
-    reports = validate_document(SEED.read_bytes())
+def test_event_examples_report() -> None:
+    reports = validate_document(EVENT_EXAMPLES.read_bytes())
     summary = [(r.line, r.column, r.name, r.problems) for r in reports]
     assert summary == [
-        (148, 1, "DUMP_COMPLETED", ("timestamp: missing required member",)),
-        (157, 1, "GUEST_PANICKED", ("timestamp: missing required member",)),
-        # the MEM_UNPLUG_ERROR example lacks the comma before "data" (line 167)
-        (167, 1, None, ("JSON parse error, expected separator in dict",)),
-        (179, 1, "QUORUM_FAILURE", ()),
-        (198, 1, "QUORUM_REPORT_BAD", ()),
-        (203, 1, "QUORUM_REPORT_BAD", ()),
-        (215, 1, "MIGRATION_PASS", ()),
-        (224, 1, "VSERPORT_CHANGE", ()),
+        (13, 1, "DUMP_COMPLETED", ("timestamp: missing required member",)),
+        (19, 1, "GUEST_PANICKED", ("timestamp: missing required member",)),
+        # the MEM_UNPLUG_ERROR example lacks the comma before "data" (line 25)
+        (25, 1, None, ("JSON parse error, expected separator in dict",)),
+        (32, 1, "QUORUM_FAILURE", ()),
+        (40, 1, "QUORUM_REPORT_BAD", ()),
+        (47, 1, "QUORUM_REPORT_BAD", ()),
+        (54, 1, "MIGRATION_PASS", ()),
+        (59, 1, "VSERPORT_CHANGE", ()),
     ]
 
 
-def test_seed_document_with_live_schema_agrees(live_schema: LiveSchema) -> None:
-    reports = validate_document(SEED.read_bytes(), schema=live_schema)
+def test_event_examples_with_live_schema_agree(live_schema: LiveSchema) -> None:
+    reports = validate_document(EVENT_EXAMPLES.read_bytes(), schema=live_schema)
     assert [r.ok for r in reports] == [False, False, False, True, True, True, True, True]
 
 

@@ -1,11 +1,11 @@
-"""Test vectors shared by the schema tests: recorded events and the seed examples."""
+"""Test vectors shared by the schema tests: recorded events and the documentation examples."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from tests.helpers import SEED, TRANSCRIPTS, load_transcript, raw_bytes
+from tests.helpers import EVENT_EXAMPLES, TRANSCRIPTS, load_transcript, raw_bytes
 
 
 def recorded_events() -> list[tuple[str, int, bytes]]:
@@ -18,13 +18,13 @@ def recorded_events() -> list[tuple[str, int, bytes]]:
     return found
 
 
-def seed_examples() -> list[tuple[str, Any]]:
-    """(event name, decoded example) for each example in the seed that is valid JSON.
+def documented_examples() -> list[tuple[str, Any]]:
+    """(event name, decoded example) for each documentation example that is valid JSON.
 
     Examples are found by brace balance; one (MEM_UNPLUG_ERROR's, which lacks a comma)
-    is not JSON and is skipped, as the seed printed it.
+    is not JSON and is skipped, as documentation printed it.
     """
-    text = SEED.read_text()
+    text = EVENT_EXAMPLES.read_text()
     examples: list[tuple[str, Any]] = []
     depth = 0
     start = 0

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from qmpevents.schema import events as ev
 from qmpevents.schema.decode import decode_event
 from qmpevents.schema.types import DumpQueryResult, GuestPanicInformationS390, Timestamp
-from tests.schema._vectors import recorded_events, seed_examples
+from tests.schema._vectors import documented_examples, recorded_events
 
 SEVEN = {
     "DUMP_COMPLETED",
@@ -70,8 +70,8 @@ def test_generic_event_message_omits_empty_data() -> None:
     assert "data" not in ev.GenericEvent(name="SUSPEND", timestamp=STAMP).to_message()
 
 
-@pytest.mark.parametrize(("name", "example"), seed_examples(), ids=lambda v: str(v)[:20])
-def test_seed_examples_decode_typed(name: str, example: dict[str, Any]) -> None:
+@pytest.mark.parametrize(("name", "example"), documented_examples(), ids=lambda v: str(v)[:20])
+def test_documented_examples_decode_typed(name: str, example: dict[str, Any]) -> None:
     example.setdefault("timestamp", {"seconds": 1, "microseconds": 0})
     event = decode_event(json.dumps(example).encode())
     assert isinstance(event, ev.EVENT_TYPES[name])
@@ -79,7 +79,7 @@ def test_seed_examples_decode_typed(name: str, example: dict[str, Any]) -> None:
 
 
 def test_seed_has_six_json_examples_of_the_seven_events() -> None:
-    names = [name for name, _ in seed_examples()]
+    names = [name for name, _ in documented_examples()]
     assert set(names) == SEVEN - {"MEM_UNPLUG_ERROR"}  # its example is not JSON
     assert len(names) == 7  # QUORUM_REPORT_BAD has two
 

@@ -1,0 +1,61 @@
+"""The repository stands on its own: no test, benchmark or tool reads beside it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tests import conftest
+from tests.helpers import REPO
+
+CHECKED = sorted(
+    path
+    for folder in ("tests", "benchmarks", "tools")
+    for path in (REPO / folder).rglob("*.py")
+    if path.name != "test_self_contained.py"
+)
+
+
+def escaping_literals(source: str) -> list[tuple[int, str]]:
+    """String constants that name a place beside the repository."""
+    tree = ast.parse(source)
+    # A string standing alone as a statement is a docstring: it opens nothing.
+    prose = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in prose:
+            text = node.value
+            if "../" in text or text.startswith(("/work/", "shared/")) or text == "shared":
+                found.append((node.lineno, text))
+    return sorted(found)
+
+
+@pytest.mark.parametrize("path", CHECKED, ids=lambda p: str(p.relative_to(REPO)))
+def test_no_path_literal_leaves_the_repository(path: Path) -> None:
+    assert escaping_literals(path.read_text()) == []
+
+
+def test_the_scan_finds_an_escaping_literal() -> None:
+    source = 'A = REPO / "shared" / "x"\nB = open("../shared/seed.txt")\nC = "tests/data"\n'
+    assert [line for line, _ in escaping_literals(source)] == [1, 2]
+
+
+def test_the_audit_hook_sees_an_open_beside_the_repository() -> None:
+    beside = REPO.parent / "not-this-repository" / "file.txt"
+    with pytest.raises(FileNotFoundError):
+        beside.open()
+    try:
+        assert conftest.outside_opens == [str(beside)]
+    finally:
+        conftest.outside_opens.clear()
+    (REPO / "tests" / "data" / "event-examples.txt").read_bytes()
+    assert conftest.outside_opens == []
+
+
+def test_beside_repository() -> None:
+    assert conftest.beside_repository(str(REPO.parent / "shared" / "x"))
+    assert conftest.beside_repository(str(REPO) + "-other/x")
+    assert not conftest.beside_repository(str(REPO / "tests"))
+    assert not conftest.beside_repository("/tmp/x")
