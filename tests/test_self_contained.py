@@ -42,20 +42,27 @@ def test_the_scan_finds_an_escaping_literal() -> None:
     assert [line for line, _ in escaping_literals(source)] == [1, 2]
 
 
-def test_the_audit_hook_sees_an_open_beside_the_repository() -> None:
-    beside = REPO.parent / "not-this-repository" / "file.txt"
+def test_the_audit_hook_sees_an_open_beside_the_repository(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Wherever this clone lives, pretend it lives in /nonexistent-root/repo.
+    monkeypatch.setattr(conftest, "guard", conftest.Neighbourhood("/nonexistent-root/repo", "/t"))
     with pytest.raises(FileNotFoundError):
-        beside.open()
+        open("/nonexistent-root/shared/seed.txt")  # noqa: SIM115
+    with pytest.raises(FileNotFoundError):
+        open("/nonexistent-root/repo/tests/x")  # noqa: SIM115
     try:
-        assert conftest.outside_opens == [str(beside)]
+        assert conftest.outside_opens == ["/nonexistent-root/shared/seed.txt"]
     finally:
         conftest.outside_opens.clear()
-    (REPO / "tests" / "data" / "event-examples.txt").read_bytes()
-    assert conftest.outside_opens == []
 
 
-def test_beside_repository() -> None:
-    assert conftest.beside_repository(str(REPO.parent / "shared" / "x"))
-    assert conftest.beside_repository(str(REPO) + "-other/x")
-    assert not conftest.beside_repository(str(REPO / "tests"))
-    assert not conftest.beside_repository("/tmp/x")
+def test_neighbourhood() -> None:
+    near = conftest.Neighbourhood("/work/main", "/tmp")
+    assert near.beside("/work/shared/x")
+    assert near.beside("/work/main-other/x")
+    assert not near.beside("/work/main/tests")
+    assert not near.beside("/tmp/x")
+    assert not near.beside("/usr/lib/python3")
+    in_temp = conftest.Neighbourhood("/tmp/clone", "/tmp")
+    assert not in_temp.beside("/tmp/pytest-of-root/x")
