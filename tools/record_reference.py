@@ -43,6 +43,7 @@ PLACEHOLDER = re.compile(r"/tmp/qmp-acc-([a-z_]+)-XXXXXXXX")
 SOCKET_WAIT = 15.0
 TRAILING = 1.0  # seconds to keep listening after a transcript's last line
 EXIT_WAIT = 10.0
+PIPELINED = 0.002
 CATCH_UP = 5.0  # the longest wait for QEMU's answers before the next send
 
 # The values each guest_panic guest writes to the pvpanic port, by process label.
@@ -137,7 +138,8 @@ class Recorder:
         self.writers: dict[str, asyncio.StreamWriter] = {}
         self.readers: list[asyncio.Task[None]] = []
         self.closed: set[str] = set()
-        self.received: dict[str, int] = {}
+        self.received: dict[str, int] = {}  # answers (not events) per connection
+        self.arrival = asyncio.Event()  # set whenever any connection receives a line
         self.t0_mono = time.monotonic()
         self.t0_wall = time.time()
 
@@ -166,7 +168,9 @@ class Recorder:
                 line["raw_b64"] = base64.b64encode(raw).decode()
             if direction == "recv":
                 line["kind"] = kind_of(conn, raw)
-                self.received[conn] = self.received.get(conn, 0) + 1
+                if line["kind"] != "event":
+                    self.received[conn] = self.received.get(conn, 0) + 1
+                    self.arrival.set()
         self.lines.append(line)
 
     def process_for(self, path: str) -> dict[str, Any]:
@@ -216,15 +220,19 @@ class Recorder:
     async def play(self) -> None:
         step_at = {step["seq_from"]: step["label"] for step in self.script["steps"]}
         shift = 0.0
-        seen: dict[str, int] = {}  # lines the recording had received so far, per connection
-        for line in self.script["lines"]:
+        lines = self.script["lines"]
+        # Events come when they come: only answers (and the greeting) are awaited.
+        received = [line for line in lines if line["dir"] == "recv" and line["kind"] != "event"]
+        for line in lines:
             if line["dir"] == "recv":
-                seen[line["conn"]] = seen.get(line["conn"], 0) + 1
                 continue
             if line["dir"] == "send":
-                # Send only once QEMU has answered what it answered before in the
-                # recording, so that replies never overtake the request order.
-                shift += await self.caught_up(line["conn"], seen.get(line["conn"], 0))
+                # Send only once QEMU has answered what the recording client had
+                # clearly seen by then (lines completed within PIPELINED of a send
+                # were pipelined, not awaited), so that the request order holds.
+                before = line["rel"] - PIPELINED
+                count = sum(1 for r in received if r["conn"] == line["conn"] and r["rel"] <= before)
+                shift += await self.caught_up(line["conn"], count)
             # Keep the recorded gaps; a slower start here shifts everything after it.
             due = self.t0_mono + line["rel"] + shift
             now = time.monotonic()
@@ -260,8 +268,13 @@ class Recorder:
     async def caught_up(self, conn: str, count: int) -> float:
         """Wait (bounded) until ``conn`` has received ``count`` lines; return the time waited."""
         start = time.monotonic()
-        while self.received.get(conn, 0) < count and time.monotonic() - start < CATCH_UP:
-            await asyncio.sleep(0.005)
+        while self.received.get(conn, 0) < count:
+            self.arrival.clear()
+            left = CATCH_UP - (time.monotonic() - start)
+            if left <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.arrival.wait(), left)
         return time.monotonic() - start
 
     async def finish(self) -> list[dict[str, Any]]:
