@@ -98,7 +98,7 @@ def _read_request(conn: socket.socket) -> dict[str, object]:
 
 
 async def run_qmpevents(path: str, n: int) -> int:
-    from qmpevents.aio.client import Dropped, QMPClient
+    from qmpevents.client.connection import Dropped, QMPClient
     from qmpevents.errors import ConnectionLost
 
     count = dropped = 0
@@ -185,7 +185,7 @@ def peak_rss_kb() -> int:
 
 
 IMPORTS = {
-    "qmpevents": "qmpevents.aio.client",
+    "qmpevents": "qmpevents.client.connection",
     "qemu.qmp": "qemu.qmp",
     "asyncio+json": "asyncio",
     "socket+orjson": "orjson",

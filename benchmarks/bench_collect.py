@@ -35,7 +35,7 @@ import nats
 
 SOURCE = """
 import asyncio, sys
-from qmpevents.aio.server import QMPServer
+from qmpevents.server.server import QMPServer
 
 async def main(directory, count):
     servers = [QMPServer() for _ in range(count)]

@@ -38,7 +38,7 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 _SERVER = """
 import asyncio, sys
 import msgspec
-from qmpevents.aio.server import QMPServer
+from qmpevents.server.server import QMPServer
 
 class Burst(msgspec.Struct):
     count: int

@@ -9,25 +9,48 @@ import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "qmpevents"
 
-# layer -> the layers it may import (itself always allowed)
+# layer -> the layers it may import (itself always allowed). A layer is a folder of
+# the package, or a module at its top (errors, addresses, throttle).
+BASE = {"errors", "addresses"}
+CORE = BASE | {"schema", "protocol", "throttle"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
+    "addresses": {"errors"},
     "schema": {"errors"},
     "protocol": {"schema", "errors"},
     "throttle": {"schema", "errors"},
-    "aio": {"protocol", "schema", "throttle", "errors"},
-    "sim": {"aio", "protocol", "schema", "throttle", "errors"},
-    "collect": {"aio", "protocol", "schema", "throttle", "errors"},
-    "cli": {"aio", "protocol", "schema", "throttle", "errors", "sim", "collect"},
+    "client": CORE,
+    "server": CORE,
+    "sources": CORE | {"client"},
+    "proxy": CORE | {"client", "server"},
+    "sim": CORE | {"server", "client"},  # the scenario runner watches as a client does
+    "collect": CORE | {"client", "sources"},
+    "cli": CORE | {"client", "server", "sources", "proxy", "sim", "collect"},
+}
+
+# The sans-IO core does no I/O, keeps no time and starts no thread: whoever calls
+# it decides all of that (and tests drive it without a socket or a clock).
+FORBIDDEN_STDLIB: dict[str, set[str]] = {
+    layer: {"asyncio", "socket", "selectors", "threading", "time", "subprocess"}
+    for layer in ("schema", "protocol", "throttle", "errors", "addresses")
 }
 
 
 def layer_of(module_path: Path) -> str:
     rel = module_path.relative_to(SRC)
-    if len(rel.parts) == 1:
-        # cli.py and its command modules (cli_watch.py, ...) are one layer
-        return "cli" if rel.stem.startswith("cli") else rel.stem
-    return rel.parts[0]
+    return rel.stem if len(rel.parts) == 1 else rel.parts[0]
+
+
+def imported_modules(module_path: Path) -> list[tuple[int, str]]:
+    """(line, top-level name) for every absolute import outside qmpevents."""
+    tree = ast.parse(module_path.read_text(), filename=str(module_path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name.split(".")[0]) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.append((node.lineno, node.module.split(".")[0]))
+    return [(line, name) for line, name in found if name != "qmpevents"]
 
 
 def imported_layers(module_path: Path) -> list[tuple[int, str]]:
@@ -56,7 +79,7 @@ def imported_layers(module_path: Path) -> list[tuple[int, str]]:
             if parts[0] != "qmpevents":
                 continue
             target = parts[1] if len(parts) > 1 else ""
-            found.append((node.lineno, "cli" if target.startswith("cli") else target))
+            found.append((node.lineno, target))
     return found
 
 
@@ -84,10 +107,34 @@ def test_nothing_imports_cli() -> None:
             assert target != "cli", f"{module}:{line} imports cli"
 
 
-def test_the_rule_checker_catches_a_violation(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "module",
+    [m for m in MODULES if layer_of(m) in FORBIDDEN_STDLIB],
+    ids=lambda p: str(p.relative_to(SRC)),
+)
+def test_core_imports_no_io_clock_or_threads(module: Path) -> None:
+    forbidden = FORBIDDEN_STDLIB[layer_of(module)]
+    used = [(line, name) for line, name in imported_modules(module) if name in forbidden]
+    assert used == [], f"{module}: the sans-IO core may not import {used}"
+
+
+PROBE = "from qmpevents.client import connect\nfrom .. import sim\nimport time, os\n"
+
+
+def test_the_checkers_catch_violations_in_a_probe_module() -> None:
     bad = SRC / "protocol" / "_probe_violation.py"
     try:
-        bad.write_text("from qmpevents.aio import server\nfrom .. import sim\n")
-        assert imported_layers(bad) == [(1, "aio"), (2, "sim")]
+        bad.write_text(PROBE)
+        assert imported_layers(bad) == [(1, "client"), (2, "sim")]
+        assert imported_modules(bad) == [(3, "time"), (3, "os")]
+        with pytest.raises(AssertionError, match="may not import 'client'"):
+            test_module_respects_layers(bad)
+        with pytest.raises(AssertionError, match="may not import"):
+            test_core_imports_no_io_clock_or_threads(bad)
     finally:
         bad.unlink()
+
+
+def test_every_layer_is_declared() -> None:
+    layers = {layer_of(m) for m in MODULES} - {"__init__"}
+    assert layers <= set(ALLOWED), layers - set(ALLOWED)

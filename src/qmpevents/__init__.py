@@ -1,8 +1,9 @@
 """qmpevents: the QEMU Machine Protocol event system, both ends of the wire.
 
-Import from the subpackages (``qmpevents.schema``, ``qmpevents.protocol``,
-``qmpevents.throttle``, ``qmpevents.aio``, ...); this top level only carries the
-version, so that no layer depends on everything.
+Import from the subpackages: ``qmpevents.client`` (consume), ``qmpevents.server``
+(emit), ``qmpevents.sim`` (simulate), ``qmpevents.collect`` (collect), and the
+core below them, ``qmpevents.schema``, ``qmpevents.protocol``,
+``qmpevents.throttle``. This top level imports none of them, so that no layer
+depends on everything; the version is the installed distribution's
+(``importlib.metadata.version("qmpevents")``).
 """
-
-__version__ = "0.1.0"

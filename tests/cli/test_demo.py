@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 
-from qmpevents.cli_demo import SEED_EVENTS
+from qmpevents.cli.demo import SEED_EVENTS
 
 DEMO = [sys.executable, "-c", "from qmpevents.cli import main; main()", "demo"]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from qmpevents.aio.client import QMPClient
 from qmpevents.cli import main
+from qmpevents.client.connection import QMPClient
 from qmpevents.errors import QMPTimeoutError
 from qmpevents.schema.events import Event
 

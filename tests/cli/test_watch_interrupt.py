@@ -7,7 +7,7 @@ import signal
 import sys
 from pathlib import Path
 
-from qmpevents.aio.client import QMPClient
+from qmpevents.client.connection import QMPClient
 
 QEMU = [sys.executable, "-m", "qmpevents.sim.main"]
 WATCH = [sys.executable, "-c", "from qmpevents.cli import main; main()", "watch"]

@@ -6,9 +6,9 @@ import collections
 from pathlib import Path
 from typing import Any
 
-from qmpevents.aio.server import QMPServer
 from qmpevents.collect.history import History
 from qmpevents.collect.records import EventRecord, GapRecord
+from qmpevents.server.server import QMPServer
 
 # Events QEMU does not rate-limit, so every emit() goes on the wire at once.
 _EVENTS: tuple[tuple[str, Any], ...] = (

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from qmpevents.cli import main
-from qmpevents.cli_history import history, parse_time, stats
+from qmpevents.cli.history import history, parse_time, stats
 from qmpevents.collect.records import GapRecord
 from qmpevents.collect.sqlite_store import SQLiteStore
 from tests.collect.conftest import BASE_TIME, event_record, raw_event

@@ -10,13 +10,13 @@ from typing import Any, Literal
 import msgspec
 import pytest
 
-from qmpevents.aio.builtins import RunState
 from qmpevents.protocol.arguments import NoArguments
 from qmpevents.protocol.encoding import encode
 from qmpevents.protocol.introspection import CommandInfo, EventInfo, build_qmp_schema
 from qmpevents.schema.events import EVENT_TYPES, GuestPanicked, Stop
 from qmpevents.schema.live import LiveSchema
 from qmpevents.schema.types import DumpQueryResult, GuestPanicInformationHyperV
+from qmpevents.server.builtins import RunState
 from tests.helpers import REFERENCE, load_transcript
 
 # --- declarations mirroring QEMU 7.2's ------------------------------------------------

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from qmpevents.aio.client import QMPClient
+from qmpevents.client.connection import QMPClient
 
 QEMU = "qemu-system-x86_64"
 BASE_ARGS = ("-display", "none", "-nodefaults", "-accel", "tcg", "-machine", "pc", "-m", "64", "-S")

@@ -1,6 +1,6 @@
 """What the seed events look like through our client, as reusable assertions.
 
-Every ``check_*`` coroutine takes a connected :class:`~qmpevents.aio.client.QMPClient`
+Every ``check_*`` coroutine takes a connected :class:`~qmpevents.client.connection.QMPClient`
 and drives the machine only through QMP, so the same assertions can run against
 anything that answers QMP like QEMU 7.2. Hook for the simulator: a test under
 ``tests/sim/`` connects a client to a simulated machine booted with the same
@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from qmpevents.aio.client import Dropped, EventListener, Gap, QMPClient
+from qmpevents.client.connection import Dropped, EventListener, Gap, QMPClient
 from qmpevents.schema.events import (
     DumpCompleted,
     Event,

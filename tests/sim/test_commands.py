@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from qmpevents.aio.commands import QMPCommandFailure
+from qmpevents.server.commands import QMPCommandFailure
 from qmpevents.sim.config import MachineConfig
 from qmpevents.sim.machine import Machine
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from qmpevents.aio.client import QMPClient
+from qmpevents.client.connection import QMPClient
 from qmpevents.errors import ConnectionLost
 from qmpevents.sim.cmdline import parse_command_line
 from qmpevents.sim.machine import Machine

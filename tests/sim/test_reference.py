@@ -11,8 +11,8 @@ import pytest
 
 from qmpevents.sim.cmdline import parse_command_line
 from qmpevents.sim.machine import Machine
-from tests.aio.test_reference_replay import replay_protocol
 from tests.helpers import load_transcript
+from tests.server.test_reference_replay import replay_protocol
 from tests.sim.replay import GuestAction, replay
 
 

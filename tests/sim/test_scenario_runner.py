@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from qmpevents.aio.client import connect
+from qmpevents.client.connection import connect
 from qmpevents.schema.events import Event
 from qmpevents.sim.block import FileNode
 from qmpevents.sim.config import MonitorEndpoint

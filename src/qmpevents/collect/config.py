@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qmpevents.aio.client import parse_target
+from qmpevents.addresses import parse_address
 from qmpevents.errors import ConfigError
 
 __all__ = ["CollectorConfig", "VMSpec", "load_config", "merged", "parse_host_port"]
@@ -49,7 +49,7 @@ class VMSpec:
     target: str
 
     def __post_init__(self) -> None:
-        parse_target(self.target)  # a bad HOST:PORT is a ConfigError now, not at connect
+        parse_address(self.target)  # a bad HOST:PORT is a ConfigError now, not at connect
 
 
 @dataclass(frozen=True)

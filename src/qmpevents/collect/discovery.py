@@ -16,7 +16,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qmpevents.aio.client import parse_target
+from qmpevents.addresses import parse_address
 from qmpevents.collect.config import VMSpec
 from qmpevents.errors import ConfigError
 
@@ -39,7 +39,7 @@ def vm_from_argument(text: str) -> VMSpec:
     name, sep, target = text.partition("=")
     if not sep or "/" in name:
         name, target = name_of_socket(text), text
-        if parse_target(text).path is None:
+        if parse_address(text).path is None:
             raise ConfigError(f"{text}: a TCP target needs a name: NAME={text}")
     if not name or not target:
         raise ConfigError(f"{text!r}: expected NAME=TARGET or a socket path")

@@ -1,6 +1,6 @@
 """One attached VM: a QMP connection kept up with backoff, every event into the fan-out.
 
-An :class:`Endpoint` owns one :class:`~qmpevents.aio.client.QMPClient` at a time and
+An :class:`Endpoint` owns one :class:`~qmpevents.client.connection.QMPClient` at a time and
 reports to the :class:`~.fanout.Fanout`:
 
 - on :meth:`Endpoint.start`, ``record_disconnected(vm, "not connected yet")``, so the
@@ -33,7 +33,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from qmpevents.aio.client import Dropped, EventListener, Gap, QMPClient
+from qmpevents.client.connection import Dropped, EventListener, Gap, QMPClient
 from qmpevents.collect.fanout import Fanout
 from qmpevents.errors import ConnectionLost, QMPConnectionError, QMPTimeoutError
 

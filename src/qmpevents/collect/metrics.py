@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from qmpevents.aio.listeners import is_loopback
+from qmpevents.addresses import is_loopback
 from qmpevents.collect.sink import Sink
 from qmpevents.errors import ConfigError
 

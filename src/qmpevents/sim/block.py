@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from qmpevents.aio.commands import CommandContext
 from qmpevents.protocol.arguments import ArgumentError, convert_arguments
+from qmpevents.server.commands import CommandContext
 from qmpevents.sim.errors import fail
 
 if TYPE_CHECKING:

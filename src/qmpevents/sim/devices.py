@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from qmpevents.aio.commands import CommandContext
 from qmpevents.schema.events import DeviceDeletedData
+from qmpevents.server.commands import CommandContext
 from qmpevents.sim.errors import device_not_found, fail
 
 if TYPE_CHECKING:

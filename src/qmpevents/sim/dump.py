@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from qmpevents.aio.commands import CommandContext
 from qmpevents.schema.types import DumpQueryResult, DumpStatus
+from qmpevents.server.commands import CommandContext
 from qmpevents.sim.dumpfile import ElfLayout, kdump_flat_header, kdump_image, write_zeros
 from qmpevents.sim.errors import fail
 

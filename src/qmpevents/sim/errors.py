@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import NoReturn
 
-from qmpevents.aio.commands import QMPCommandFailure
 from qmpevents.protocol.requests import DEVICE_NOT_FOUND, GENERIC_ERROR
+from qmpevents.server.commands import QMPCommandFailure
 
 __all__ = ["device_not_found", "fail"]
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import msgspec
 
-from qmpevents.aio.commands import CommandContext
+from qmpevents.server.commands import CommandContext
 from qmpevents.sim.block import BlockError, Node
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""``Machine``: a simulated QEMU 7.2 built on :class:`~qmpevents.aio.server.QMPServer`.
+"""``Machine``: a simulated QEMU 7.2 built on :class:`~qmpevents.server.server.QMPServer`.
 
 A machine owns the server (commands, run state, the rate limiter) and the
 models of :mod:`qmpevents.sim`: guest memory, dump, migration, block layer
@@ -17,9 +17,9 @@ from typing import Any, TextIO
 
 import msgspec
 
-from qmpevents.aio.commands import CommandContext
-from qmpevents.aio.server import QMPServer
 from qmpevents.protocol.requests import Request
+from qmpevents.server.commands import CommandContext
+from qmpevents.server.server import QMPServer
 from qmpevents.sim.block import BlockLayer
 from qmpevents.sim.config import MachineConfig
 from qmpevents.sim.devices import Devices

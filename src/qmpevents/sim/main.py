@@ -12,9 +12,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from qmpevents.aio.commands import QMPCommandFailure
-from qmpevents.aio.server import install_signal_handlers
 from qmpevents.errors import ConfigError
+from qmpevents.server.commands import QMPCommandFailure
+from qmpevents.server.server import install_signal_handlers
 from qmpevents.sim.cmdline import CommandLineError, parse_command_line
 from qmpevents.sim.config import MachineConfig
 from qmpevents.sim.machine import Machine

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgspec
 
-from qmpevents.aio.commands import CommandContext
+from qmpevents.server.commands import CommandContext
 from qmpevents.sim.errors import fail
 
 if TYPE_CHECKING:

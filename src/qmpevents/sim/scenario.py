@@ -34,11 +34,11 @@ from typing import Any, Final
 
 import msgspec
 
-from qmpevents.aio.client import QMPClient
-from qmpevents.aio.client_events import EventFilter, EventListener
-from qmpevents.aio.commands import QMPCommandFailure
+from qmpevents.client.connection import QMPClient
+from qmpevents.client.listeners import EventFilter, EventListener
 from qmpevents.errors import ConfigError
 from qmpevents.schema.events import EVENT_TYPES, Event
+from qmpevents.server.commands import QMPCommandFailure
 from qmpevents.sim.config import DimmConfig, MachineConfig, VserportConfig
 from qmpevents.sim.machine import Machine
 from qmpevents.sim.opts import OptionError, parse_size

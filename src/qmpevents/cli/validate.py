@@ -1,33 +1,16 @@
-"""The ``qmpevents`` command line.
-
-Exit statuses follow one rule across commands: 0 success, 1 the input or the run
-was not what it should be (invalid messages, a timeout), 2 a usage error (bad
-options, unreadable files, unreachable targets), 130 interrupted.
-"""
+"""``qmpevents validate``: check captured QMP streams and documentation examples."""
 
 from __future__ import annotations
 
 import json
 import sys
-from importlib.metadata import version
 from typing import Any, BinaryIO
 
 import click
 
-from qmpevents.cli_collect import collect
-from qmpevents.cli_demo import demo
-from qmpevents.cli_history import history, stats
-from qmpevents.cli_serve import serve
-from qmpevents.cli_watch import watch
 from qmpevents.errors import QMPEventsError, SchemaError
 from qmpevents.protocol.validation import MessageReport, validate_document, validate_stream
 from qmpevents.schema.live import LiveSchema
-
-
-@click.group()
-@click.version_option(version("qmpevents"), prog_name="qmpevents")
-def main() -> None:
-    """The QEMU Machine Protocol event system: validate, serve, watch and collect events."""
 
 
 def _load_schema(path: str) -> LiveSchema:
@@ -57,7 +40,7 @@ def _report_line(source: str, report: MessageReport) -> str:
     return "\n".join(f"{where}: {what}: {problem}" for problem in report.problems)
 
 
-@main.command()
+@click.command()
 @click.argument("file", type=click.File("rb"), default="-")
 @click.option("--doc", is_flag=True, help="Check the JSON examples inside a prose document.")
 @click.option(
@@ -103,12 +86,3 @@ def validate(file: BinaryIO, doc: bool, schema_path: str | None, as_json: bool) 
             err=True,
         )
     sys.exit(1 if invalid else 0)
-
-
-main.add_command(watch)
-
-main.add_command(history)
-main.add_command(stats)
-main.add_command(collect)
-main.add_command(serve)
-main.add_command(demo)

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from qmpevents.aio.commands import CommandContext
-from qmpevents.aio.server import QMPServer
-from tests.aio.conftest import RawClient
+from qmpevents.server.commands import CommandContext
+from qmpevents.server.server import QMPServer
+from tests.server.conftest import RawClient
 
 
 class Gate:

@@ -18,8 +18,8 @@ from typing import Final, cast
 
 import click
 
-from qmpevents.aio.server import install_signal_handlers
 from qmpevents.errors import ConfigError
+from qmpevents.server.server import install_signal_handlers
 from qmpevents.sim.config import MachineConfig, MonitorEndpoint, PanicAction
 from qmpevents.sim.machine import Machine
 from qmpevents.sim.opts import OptionError, parse_size

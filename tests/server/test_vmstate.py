@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from qmpevents.aio.vmstate import VMState
+from qmpevents.server.vmstate import VMState
 
 
 def test_stop_and_start_send_events_only_on_a_change() -> None:

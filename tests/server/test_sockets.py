@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from qmpevents.aio.server import QMPServer
 from qmpevents.errors import ConfigError
-from tests.aio.conftest import RawClient
+from qmpevents.server.server import QMPServer
+from tests.server.conftest import RawClient
 
 
 async def test_unix_socket_is_private_and_removed_on_close(sock_path: str) -> None:

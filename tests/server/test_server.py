@@ -15,11 +15,11 @@ from typing import Any
 import msgspec
 import pytest
 
-from qmpevents.aio.commands import CommandContext
-from qmpevents.aio.server import QMPServer, default_greeting
 from qmpevents.errors import ConfigError
-from tests.aio.conftest import RawClient
+from qmpevents.server.commands import CommandContext
+from qmpevents.server.server import QMPServer, default_greeting
 from tests.helpers import REPO
+from tests.server.conftest import RawClient
 
 
 async def test_greeting_and_query_version_bytes(
@@ -165,7 +165,7 @@ async def test_bad_output_limit_is_refused() -> None:
 SERVE = textwrap.dedent(
     """
     import asyncio, sys
-    from qmpevents.aio.server import QMPServer, install_signal_handlers
+    from qmpevents.server.server import QMPServer, install_signal_handlers
 
     async def main():
         server = QMPServer()

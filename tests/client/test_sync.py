@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from qmpevents.aio.client_sync import SyncClient
+from qmpevents.client.sync import SyncClient
 from qmpevents.errors import CommandError, QMPConnectionError, QMPTimeoutError
 from qmpevents.schema.events import DumpCompleted
-from tests.aio.test_client import Peer, event, fake_qemu_in_thread
+from tests.client.test_connection import Peer, event, fake_qemu_in_thread
 
 
 async def _dump(peer: Peer, request: dict[str, Any]) -> None:

@@ -25,8 +25,8 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from qmpevents.aio.client import EventListener, ListenerItem, QMPClient, connect
-from qmpevents.cli_watch import format_item
+from qmpevents.cli.watch import format_item
+from qmpevents.client.connection import EventListener, ListenerItem, QMPClient, connect
 from qmpevents.errors import ConfigError, QMPEventsError
 from qmpevents.schema.events import Event
 from qmpevents.sim.config import MonitorEndpoint

@@ -2,7 +2,7 @@
 
 A server owns the command registry, the declared events, the VM run state and
 the one event rate limiter; it serves any number of listening sockets (QEMU's
-several ``-qmp`` options), each connection a :class:`~qmpevents.aio.monitor.Monitor`
+several ``-qmp`` options), each connection a :class:`~qmpevents.server.monitor.Monitor`
 with its own protocol session. Typical use::
 
     server = QMPServer(start_paused=True)
@@ -29,17 +29,17 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 
-from qmpevents.aio.broadcast import EventBroadcaster, EventData
-from qmpevents.aio.builtins import BUILTIN_EVENTS, install_builtin_commands
-from qmpevents.aio.commands import CommandHandler, CommandRegistry, CommandSpec
-from qmpevents.aio.listeners import Listener, open_tcp_listener, open_unix_listener
-from qmpevents.aio.monitor import Monitor
-from qmpevents.aio.vmstate import VMState
 from qmpevents.errors import ConfigError
 from qmpevents.protocol.arguments import NoArguments
 from qmpevents.protocol.introspection import EventInfo
 from qmpevents.protocol.server_session import GreetingInfo
 from qmpevents.schema.events import EVENT_TYPES
+from qmpevents.server.broadcast import EventBroadcaster, EventData
+from qmpevents.server.builtins import BUILTIN_EVENTS, install_builtin_commands
+from qmpevents.server.commands import CommandHandler, CommandRegistry, CommandSpec
+from qmpevents.server.monitor import Monitor
+from qmpevents.server.sockets import Listener, open_tcp_listener, open_unix_listener
+from qmpevents.server.vmstate import VMState
 from qmpevents.throttle import RateLimiter
 
 __all__ = ["DEFAULT_OUTPUT_LIMIT", "QMPServer", "default_greeting", "install_signal_handlers"]
@@ -125,7 +125,7 @@ class QMPServer:
         type of the return value, for ``query-qmp-schema``; ``allow_oob`` lets
         clients run it with ``exec-oob``. The handler's return value is the
         reply's ``return`` (mappings in schema order, Structs, lists, scalars);
-        it raises :class:`~qmpevents.aio.commands.QMPCommandFailure` for a QMP
+        it raises :class:`~qmpevents.server.commands.QMPCommandFailure` for a QMP
         error reply. A name can be registered once (:class:`ConfigError`).
         """
         self.commands.add(CommandSpec(name, handler, args, returns, allow_oob))

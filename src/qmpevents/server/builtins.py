@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgspec
 
-from qmpevents.aio.commands import CommandContext, CommandSpec, QMPCommandFailure
-from qmpevents.aio.vmstate import NEEDS_RESET
 from qmpevents.protocol.introspection import CommandInfo, build_qmp_schema
 from qmpevents.protocol.requests import GENERIC_ERROR
 from qmpevents.protocol.server_session import CapabilitiesArguments
+from qmpevents.server.commands import CommandContext, CommandSpec, QMPCommandFailure
+from qmpevents.server.vmstate import NEEDS_RESET
 
 if TYPE_CHECKING:
-    from qmpevents.aio.server import QMPServer
+    from qmpevents.server.server import QMPServer
 
 __all__ = [
     "BUILTIN_EVENTS",

@@ -14,14 +14,8 @@ from typing import Any
 
 import pytest
 
-from qmpevents.aio.client import (
-    Dropped,
-    Gap,
-    QMPClient,
-    Target,
-    connect,
-    parse_target,
-)
+from qmpevents.addresses import Address, parse_address
+from qmpevents.client import Dropped, Gap, QMPClient, connect
 from qmpevents.errors import (
     CommandError,
     ConnectionLost,
@@ -249,11 +243,11 @@ async def test_event_before_the_negotiation_reply_is_delivered(sock: Path) -> No
 
 
 def test_targets_parse() -> None:
-    assert parse_target("localhost:4444") == Target(host="localhost", port=4444)
-    assert parse_target("[::1]:4444") == Target(host="::1", port=4444)
-    assert str(parse_target("[::1]:4444")) == "[::1]:4444"
-    assert parse_target("/run/vm.sock") == Target(path="/run/vm.sock")
-    assert parse_target("vm.sock") == Target(path="vm.sock")
+    assert parse_address("localhost:4444") == Address(host="localhost", port=4444)
+    assert parse_address("[::1]:4444") == Address(host="::1", port=4444)
+    assert str(parse_address("[::1]:4444")) == "[::1]:4444"
+    assert parse_address("/run/vm.sock") == Address(path="/run/vm.sock")
+    assert parse_address("vm.sock") == Address(path="vm.sock")
 
 
 async def test_tcp_target() -> None:
@@ -351,7 +345,7 @@ async def test_bad_lines_are_counted_logged_once_and_skipped(
         await peer.reply(request, None, *[line + passes(i) for i, line in enumerate(bad, 1)])
         await peer.serve()
 
-    caplog.set_level(logging.WARNING, logger="qmpevents.aio.client")
+    caplog.set_level(logging.WARNING, logger="qmpevents.client.connection")
     async with FakeQEMU(sock, script), connect(sock) as qmp, qmp.events() as listener:
         await qmp.execute("go")
         got = [listener.get_nowait() for _ in bad]

@@ -8,10 +8,15 @@ from typing import Any
 import msgspec
 import pytest
 
-from qmpevents.aio.commands import CommandContext, CommandRegistry, CommandSpec, QMPCommandFailure
-from qmpevents.aio.server import QMPServer
 from qmpevents.errors import ConfigError
 from qmpevents.protocol.requests import Request
+from qmpevents.server.commands import (
+    CommandContext,
+    CommandRegistry,
+    CommandSpec,
+    QMPCommandFailure,
+)
+from qmpevents.server.server import QMPServer
 
 
 class EchoArgs(msgspec.Struct, kw_only=True):

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from qmpevents.aio.broadcast import EventBroadcaster
 from qmpevents.errors import ConfigError
 from qmpevents.schema.events import VserportChangeData
+from qmpevents.server.broadcast import EventBroadcaster
 from qmpevents.throttle import RateLimiter
-from tests.aio.conftest import RawClient
+from tests.server.conftest import RawClient
 
 
 class RecordingClock:

@@ -16,18 +16,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import ipaddress
 import os
 import socket
 import stat
 from collections import deque
 from typing import TYPE_CHECKING
 
-from qmpevents.aio.monitor import Monitor
+from qmpevents.addresses import is_loopback
 from qmpevents.errors import ConfigError
+from qmpevents.server.monitor import Monitor
 
 if TYPE_CHECKING:
-    from qmpevents.aio.server import QMPServer
+    from qmpevents.server.server import QMPServer
 
 __all__ = ["Listener", "open_tcp_listener", "open_unix_listener"]
 
@@ -156,16 +156,6 @@ async def open_tcp_listener(
     bound = asyncio_server.sockets[0].getsockname()
     listener.label = f"tcp:{bound[0]}:{bound[1]}"
     return listener, (str(bound[0]), int(bound[1]))
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (a name or an address) stays on this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _clear_stale_socket(path: str) -> None:

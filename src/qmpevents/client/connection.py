@@ -31,16 +31,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
 
+from qmpevents.addresses import Address, parse_address
 from qmpevents.errors import (
     CommandError,
-    ConfigError,
     ConnectionLost,
     GreetingError,
     QMPConnectionError,
@@ -60,7 +58,7 @@ from qmpevents.protocol.lines import DEFAULT_MAX_LINE
 from qmpevents.schema.events import Event
 from qmpevents.schema.live import LiveSchema
 
-from .client_events import (
+from .listeners import (
     Dropped,
     EventFilter,
     EventListener,
@@ -79,58 +77,24 @@ __all__ = [
     "Gap",
     "ListenerItem",
     "QMPClient",
-    "Target",
     "connect",
-    "parse_target",
 ]
 
 _log = logging.getLogger(__name__)
 
-_HOST_PORT: Final = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:/\[\]]+)):(?P<port>\d+)$")
 # How much of a bad message a log line or error shows.
 _CONTEXT: Final = 200
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where a QMP server listens: a unix socket ``path`` or ``host`` and ``port``."""
-
-    path: str | None = None
-    host: str | None = None
-    port: int | None = None
-
-    def __str__(self) -> str:
-        if self.path is not None:
-            return self.path
-        return f"[{self.host}]:{self.port}" if ":" in str(self.host) else f"{self.host}:{self.port}"
-
-    async def open(
-        self, loop: asyncio.AbstractEventLoop, factory: Callable[[], asyncio.Protocol]
-    ) -> None:
-        """Connect a new transport to the protocol that ``factory`` makes."""
-        if self.path is not None:
-            await loop.create_unix_connection(factory, self.path)
-        else:
-            assert self.host is not None and self.port is not None
-            await loop.create_connection(factory, self.host, self.port)
-
-
-def parse_target(target: str | os.PathLike[str] | Target) -> Target:
-    """``"HOST:PORT"`` (``"[::1]:4444"`` for IPv6) is TCP; anything else is a socket path.
-
-    Raises :class:`~qmpevents.errors.ConfigError` for a port outside 1-65535.
-    """
-    if isinstance(target, Target):
-        return target
-    text = os.fspath(target)
-    match = _HOST_PORT.match(text)
-    if match and not os.path.exists(text):
-        port = int(match["port"])
-        if not 0 < port < 65536:
-            # The socket layer would refuse it, or worse, wrap it onto another port.
-            raise ConfigError(f"{text}: TCP port must be 1-65535")
-        return Target(host=match["v6"] or match["host"], port=port)
-    return Target(path=text)
+async def _open_transport(
+    address: Address, loop: asyncio.AbstractEventLoop, factory: Callable[[], asyncio.Protocol]
+) -> None:
+    """Connect a new transport to the protocol that ``factory`` makes."""
+    if address.path is not None:
+        await loop.create_unix_connection(factory, address.path)
+    else:
+        assert address.host is not None and address.port is not None
+        await loop.create_connection(factory, address.host, address.port)
 
 
 class _Protocol(asyncio.Protocol):
@@ -188,7 +152,7 @@ class QMPClient:
 
     def __init__(
         self,
-        target: str | os.PathLike[str] | Target,
+        target: str | os.PathLike[str] | Address,
         *,
         greeting_timeout: float = 5.0,
         negotiate: bool = True,
@@ -199,7 +163,7 @@ class QMPClient:
         max_backoff: float = 5.0,
         reconnect_timeout: float = 60.0,
     ) -> None:
-        self.target = parse_target(target)
+        self.target = parse_address(target)
         self.greeting_timeout = greeting_timeout
         self.negotiate = negotiate
         self.max_line = max_line
@@ -278,7 +242,7 @@ class QMPClient:
         self._protocol = protocol
         try:
             async with asyncio.timeout(self.greeting_timeout):
-                await self.target.open(loop, lambda: protocol)
+                await _open_transport(self.target, loop, lambda: protocol)
                 self.greeting = await self._greeting_waiter
                 if self.negotiate:
                     data = session.negotiate()
@@ -387,7 +351,7 @@ class QMPClient:
         """A new listener for the events called ``names`` (exact or glob; none: all).
 
         ``where`` keeps only events whose ``data`` members equal the given values
-        (``{"result.status": "failed"}``). See :class:`~qmpevents.aio.client_events.EventListener`
+        (``{"result.status": "failed"}``). See :class:`~qmpevents.client.listeners.EventListener`
         for the queue bound, the overflow ``policy`` and the markers it yields.
         """
         listener = EventListener(
@@ -550,7 +514,7 @@ class QMPClient:
 
 
 def connect(
-    target: str | os.PathLike[str] | Target,
+    target: str | os.PathLike[str] | Address,
     *,
     greeting_timeout: float = 5.0,
     negotiate: bool = True,

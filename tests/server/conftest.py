@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from qmpevents.aio.server import QMPServer
+from qmpevents.server.server import QMPServer
 
 TIMEOUT = 5.0
 

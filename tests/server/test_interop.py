@@ -9,7 +9,7 @@ from pathlib import Path
 from qemu.qmp import QMPClient
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
-from qmpevents.aio.server import QMPServer
+from qmpevents.server.server import QMPServer
 
 
 async def test_async_client_commands_and_events(tmp_path: Path) -> None:

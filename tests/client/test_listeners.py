@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qmpevents.aio.client_events import (
+from qmpevents.client.listeners import (
     Dropped,
     EventFilter,
     EventListener,

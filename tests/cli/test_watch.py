@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from qmpevents.aio.client import Dropped, Gap
-from qmpevents.cli_watch import (
+from qmpevents.cli.watch import (
     describe,
     format_item,
     human_bytes,
@@ -20,8 +19,9 @@ from qmpevents.cli_watch import (
     parse_where,
     watch,
 )
+from qmpevents.client.connection import Dropped, Gap
 from qmpevents.schema.decode import decode_event
-from tests.aio.test_client import Peer, fake_qemu_in_thread, passes, report_bad
+from tests.client.test_connection import Peer, fake_qemu_in_thread, passes, report_bad
 
 QUORUM_BAD = report_bad("qM-c2", 8)
 

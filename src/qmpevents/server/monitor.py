@@ -20,12 +20,12 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Final, Protocol
 
-from qmpevents.aio.commands import CommandContext, QMPCommandFailure
 from qmpevents.protocol.requests import Request
 from qmpevents.protocol.server_session import Reply, ServerSession, WorkItem
+from qmpevents.server.commands import CommandContext, QMPCommandFailure
 
 if TYPE_CHECKING:
-    from qmpevents.aio.server import QMPServer
+    from qmpevents.server.server import QMPServer
 
 __all__ = ["Monitor", "MonitorOwner"]
 

@@ -23,7 +23,7 @@ from qmpevents.protocol.arguments import ArgumentError, NoArguments, convert_arg
 from qmpevents.protocol.requests import COMMAND_NOT_FOUND, GENERIC_ERROR, Request
 
 if TYPE_CHECKING:
-    from qmpevents.aio.server import QMPServer
+    from qmpevents.server.server import QMPServer
 
 __all__ = [
     "CommandContext",

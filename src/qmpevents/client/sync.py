@@ -8,7 +8,7 @@
         event = waiter.wait()
 
 One event loop runs for the life of the client in a background thread, and the
-asyncio :class:`~qmpevents.aio.client.QMPClient` lives in it: events are received
+asyncio :class:`~qmpevents.client.connection.QMPClient` lives in it: events are received
 and filtered there as they arrive, and each blocking call is one hop between the
 threads, never a loop started per call or per event.
 """
@@ -22,11 +22,12 @@ from collections.abc import Coroutine, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
+from qmpevents.addresses import Address
 from qmpevents.protocol.client_session import Greeting
 from qmpevents.schema.events import Event
 
-from .client import QMPClient, Target
-from .client_events import EventWaiter
+from .connection import QMPClient
+from .listeners import EventWaiter
 
 __all__ = ["SyncClient", "SyncWaiter"]
 
@@ -51,11 +52,11 @@ class SyncWaiter:
 class SyncClient:
     """A connected, blocking QMP client (see the module docstring).
 
-    ``options`` are those of :class:`~qmpevents.aio.client.QMPClient`. Errors are
+    ``options`` are those of :class:`~qmpevents.client.connection.QMPClient`. Errors are
     the same as the asyncio client's. Not for use from inside a running event loop.
     """
 
-    def __init__(self, target: str | os.PathLike[str] | Target, **options: Any) -> None:
+    def __init__(self, target: str | os.PathLike[str] | Address, **options: Any) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name=f"qmp-client {target}", daemon=True

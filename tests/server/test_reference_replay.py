@@ -19,12 +19,12 @@ from typing import Any
 import msgspec
 import pytest
 
-from qmpevents.aio.commands import CommandContext, QMPCommandFailure
-from qmpevents.aio.server import QMPServer
 from qmpevents.protocol.requests import DEVICE_NOT_FOUND, GENERIC_ERROR
 from qmpevents.protocol.server_session import GreetingInfo
-from tests.aio.conftest import RawClient
+from qmpevents.server.commands import CommandContext, QMPCommandFailure
+from qmpevents.server.server import QMPServer
 from tests.helpers import load_transcript, raw_bytes
+from tests.server.conftest import RawClient
 
 PACKAGE = "Debian 1:7.2+dfsg-7+deb12u18+b3"
 _TIMESTAMP = re.compile(rb'"seconds": \d+, "microseconds": \d+')

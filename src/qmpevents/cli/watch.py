@@ -22,8 +22,9 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from qmpevents.aio.client import Dropped, EventListener, Gap, ListenerItem, QMPClient, parse_target
-from qmpevents.aio.client_events import plain_data
+from qmpevents.addresses import parse_address
+from qmpevents.client import Dropped, EventListener, Gap, ListenerItem, QMPClient
+from qmpevents.client.listeners import plain_data
 from qmpevents.errors import ConfigError, ConnectionLost, QMPConnectionError, QMPTimeoutError
 from qmpevents.schema.events import Event
 from qmpevents.throttle import QEMU_RULES
@@ -56,7 +57,7 @@ def parse_target_spec(spec: str) -> WatchTarget:
     if not (sep and name and target):
         name, target = Path(spec).stem or spec, spec
     try:
-        parse_target(target)
+        parse_address(target)
     except ConfigError as error:
         raise click.BadParameter(str(error), param_hint="TARGET") from None
     return WatchTarget(name, target)

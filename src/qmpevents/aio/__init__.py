@@ -1,1 +1,0 @@
-"""asyncio transports: the QMP server, the client and their stream glue."""

@@ -1,0 +1,29 @@
+"""The ``qmpevents`` command line: one module per subcommand, gathered here.
+
+Exit statuses follow one rule across commands: 0 success, 1 the input or the run
+was not what it should be (invalid messages, a timeout), 2 a usage error (bad
+options, unreadable files, unreachable targets), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+
+import click
+
+from qmpevents.cli.collect import collect
+from qmpevents.cli.demo import demo
+from qmpevents.cli.history import history, stats
+from qmpevents.cli.serve import serve
+from qmpevents.cli.validate import validate
+from qmpevents.cli.watch import watch
+
+
+@click.group()
+@click.version_option(version("qmpevents"), prog_name="qmpevents")
+def main() -> None:
+    """The QEMU Machine Protocol event system: validate, serve, watch and collect events."""
+
+
+for command in (validate, watch, history, stats, collect, serve, demo):
+    main.add_command(command)
