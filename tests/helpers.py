@@ -32,6 +32,30 @@ def raw_bytes(line: dict[str, Any]) -> bytes:
     return raw.encode("utf-8", "surrogateescape")
 
 
+def step_events(name: str, label_prefix: str) -> list[tuple[float, float, dict[str, Any]]]:
+    """The events received during one transcript step, derived from its lines.
+
+    Each is ``(received, stamped, message)``: both times in seconds after the
+    step began (``stamped`` from QEMU's timestamp, against the wall clock of the
+    step's first line).
+    """
+    transcript = load_transcript(name)
+    starts = [step["seq_from"] for step in transcript["steps"]]
+    start = next(
+        step["seq_from"] for step in transcript["steps"] if step["label"].startswith(label_prefix)
+    )
+    end = min((seq for seq in starts if seq > start), default=len(transcript["lines"]))
+    lines = transcript["lines"][start:end]
+    first = lines[0]
+    found = []
+    for line in lines:
+        if line.get("kind") == "event":
+            message = json.loads(raw_bytes(line))
+            stamp = message["timestamp"]["seconds"] + message["timestamp"]["microseconds"] / 1e6
+            found.append((line["rel"] - first["rel"], stamp - first["wall"], message))
+    return found
+
+
 class FakeClock:
     """A monotonic clock that only moves when a test moves it."""
 

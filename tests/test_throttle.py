@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from qmpevents.errors import ConfigError
 from qmpevents.throttle import QEMU_RULES, RateLimiter, ThrottleRule
-from tests.helpers import FakeClock, load_transcript
+from tests.helpers import FakeClock, load_transcript, step_events
 
 # An item as the tests pass it: (label, event, data); the limiter hands it back untouched.
 Item = tuple[str, str, dict[str, Any] | None]
@@ -293,29 +293,30 @@ def test_memory_is_released_after_a_quiet_time() -> None:
 
 
 def test_reference_vserport_burst() -> None:
-    """vserport.json: vs0 open, close, open, close and vs1 open within 7 ms."""
-    burst = load_transcript("vserport")["analysis"]["burst"]
-    assert burst["guest_messages"] == [
-        "vs0 open=1",
-        "vs0 open=0",
-        "vs0 open=1",
-        "vs0 open=0",
-        "vs1 open=1",
+    """vserport.json: vs0 open, close, open, close and vs1 open within a few ms."""
+    guest_messages = ["vs0 open=1", "vs0 open=0", "vs0 open=1", "vs0 open=0", "vs1 open=1"]
+    (first_at, first_ts, first), (_, second_ts, second), (delayed_at, delayed_ts, delayed) = (
+        step_events("vserport", "burst on vs0")
+    )
+    assert [m["data"] for m in (first, second, delayed)] == [
+        {"open": True, "id": "vs0"},
+        {"open": True, "id": "vs1"},
+        {"open": False, "id": "vs0"},
     ]
-    first, second, delayed = burst["delivered"]
     w = wire()
     # Times of the dropped two are not recorded; they fall between their neighbours.
-    times = [first["ts_rel"], 0.004, 0.005, delayed["ts_rel"], second["ts_rel"]]
-    for t, message in zip(times, burst["guest_messages"], strict=True):
+    third = (delayed_ts - first_ts) / 3
+    times = [first_ts, first_ts + third, first_ts + 2 * third, delayed_ts, second_ts]
+    for t, message in zip(times, guest_messages, strict=True):
         port, state = message.split()
         w.at(t, message, "VSERPORT_CHANGE", vs(port, state == "open=1"))
     w.run_until(3.0)
     # Measured: vs0 open at once, vs1 not held behind vs0, the last vs0 close one
     # interval after the first send, carrying a timestamp older than vs1's.
     assert [label for _, label in w.sent] == ["vs0 open=1", "vs1 open=1", "vs0 open=0"]
-    assert w.sent[2][0] == pytest.approx(first["ts_rel"] + 1.0)
-    assert w.sent[2][0] == pytest.approx(burst["delayed_after_first"], abs=0.005)
-    assert delayed["ts_rel"] < second["ts_rel"]
+    assert w.sent[2][0] == pytest.approx(first_ts + 1.0)
+    assert w.sent[2][0] - w.sent[0][0] == pytest.approx(delayed_at - first_at, abs=0.01)
+    assert delayed_ts < second_ts
     assert w.limiter.dropped == 2
     # And after more than 2 s of quiet, the next vs0 event went out at once.
     assert w.at(5.5, "again", "VSERPORT_CHANGE", vs("vs0"))
@@ -371,14 +372,13 @@ def test_reference_transcripts_replay(name: str) -> None:
 
 
 def test_reference_quorum_two_children_in_one_millisecond() -> None:
-    case = load_transcript("quorum")["analysis"]["cases"]["read-error-two-children"]
+    events = step_events("quorum", "case: read-error-two-children")
     limiter: RateLimiter[str] = RateLimiter()
     out = []
-    for e in case["events"]:
-        msg = e["msg"]
-        now = msg["timestamp"]["seconds"] + msg["timestamp"]["microseconds"] / 1e6
-        out.append(limiter.submit(msg["event"], msg["data"], msg["event"], now))
+    for _, stamped, msg in events:
+        out.append(limiter.submit(msg["event"], msg["data"], msg["event"], stamped))
     assert out == ["QUORUM_REPORT_BAD", "QUORUM_REPORT_BAD", "QUORUM_FAILURE"]
+    assert {msg["data"].get("node-name") for _, _, msg in events[:2]} == {"qR2-c1", "qR2-c2"}
 
 
 # -- properties against a reference model --------------------------------------------------

@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -15,7 +16,7 @@ from qmpevents.cli.watch import (
     format_item,
     human_bytes,
     json_item,
-    parse_target_spec,
+    parse_watch_target,
     parse_where,
     watch,
 )
@@ -68,9 +69,11 @@ def test_human_bytes() -> None:
 
 
 def test_targets_and_where() -> None:
-    assert parse_target_spec("/run/vms/web1.sock").name == "web1"
-    spec = parse_target_spec("db=/run/q.sock")
-    assert (spec.name, spec.target) == ("db", "/run/q.sock")
+    assert parse_watch_target("/run/vms/web1.sock").name == "web1"
+    spec = parse_watch_target("db=/run/q.sock")
+    assert (spec.name, spec.text) == ("db", "/run/q.sock")
+    with pytest.raises(click.BadParameter, match="1-65535"):
+        parse_watch_target("host:0")
     assert parse_where(["node-name=qM-c2", "open=true", "sector-num=8"]) == {
         "node-name": "qM-c2",
         "open": True,

@@ -35,7 +35,7 @@ def run_cli(*args: str) -> tuple[int, list[str]]:
         (("--batch-size", "0", "a.sock"), "--batch-size"),
         (("--batch-interval", "-1", "a.sock"), "--batch-interval"),
         (("--bogus", "a.sock"), "No such option '--bogus'"),
-        (("127.0.0.1:4444",), "a TCP target needs a name: NAME=127.0.0.1:4444"),
+        (("127.0.0.1:0",), "127.0.0.1:0: TCP port must be 1-65535"),
         (("=a.sock",), "expected NAME=TARGET"),
         (("a=/x.sock", "a=/y.sock"), "the name 'a' is used twice"),
         (("--metrics", "nonsense", "a.sock"), "metrics: expected HOST:PORT or PORT"),

@@ -25,8 +25,10 @@ def test_command_line_targets() -> None:
     assert vm_from_argument("db=127.0.0.1:4444") == VMSpec("db", "127.0.0.1:4444")
     # an '=' inside a directory name is part of the path
     assert vm_from_argument("/run/a=b/vm.sock") == VMSpec("vm", "/run/a=b/vm.sock")
-    with pytest.raises(ConfigError, match="needs a name"):
-        vm_from_argument("localhost:4444")
+    # as everywhere a target is read, a bare HOST:PORT is named after itself
+    assert vm_from_argument("localhost:4444") == VMSpec("localhost:4444", "localhost:4444")
+    with pytest.raises(ConfigError, match="1-65535"):
+        vm_from_argument("localhost:70000")
     with pytest.raises(ConfigError, match="NAME=TARGET"):
         vm_from_argument("vm=")
 

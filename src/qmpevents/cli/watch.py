@@ -14,19 +14,25 @@ import datetime
 import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.text import Text
 
-from qmpevents.addresses import parse_address
-from qmpevents.client import Dropped, EventListener, Gap, ListenerItem, QMPClient
+from qmpevents.client import Dropped, Gap, ListenerItem
+from qmpevents.client.backoff import Backoff
 from qmpevents.client.listeners import plain_data
 from qmpevents.errors import ConfigError, ConnectionLost, QMPConnectionError, QMPTimeoutError
 from qmpevents.schema.events import Event
+from qmpevents.sources import (
+    Connected,
+    Disconnected,
+    EventSource,
+    Target,
+    Unreachable,
+    parse_target,
+)
 from qmpevents.throttle import QEMU_RULES
 
 __all__ = [
@@ -34,33 +40,23 @@ __all__ = [
     "format_item",
     "human_bytes",
     "json_item",
-    "parse_target_spec",
+    "parse_watch_target",
     "parse_where",
     "watch",
 ]
 
+# --reconnect gives up on a VM after this long without a connection (then exit 1).
+RECONNECT_GIVE_UP = 60.0
 _STYLES = {"time": "dim", "vm": "cyan", "throttled": "yellow", "marker": "bold red"}
 _ERROR_EVENTS = frozenset({"QUORUM_FAILURE", "GUEST_PANICKED", "MEM_UNPLUG_ERROR"})
 
 
-@dataclass(frozen=True, slots=True)
-class WatchTarget:
-    """One VM to watch: the name shown and where its QMP socket is."""
-
-    name: str
-    target: str
-
-
-def parse_target_spec(spec: str) -> WatchTarget:
-    """``NAME=TARGET``, or a bare target named after its socket file (``vm1.sock`` -> vm1)."""
-    name, sep, target = spec.partition("=")
-    if not (sep and name and target):
-        name, target = Path(spec).stem or spec, spec
+def parse_watch_target(spec: str) -> Target:
+    """A target as every command reads it, as a click parameter error when malformed."""
     try:
-        parse_address(target)
+        return parse_target(spec)
     except ConfigError as error:
         raise click.BadParameter(str(error), param_hint="TARGET") from None
-    return WatchTarget(name, target)
 
 
 def parse_where(specs: Sequence[str]) -> dict[str, Any]:
@@ -213,7 +209,7 @@ class _Printer:
 
 
 async def _watch(
-    targets: list[WatchTarget],
+    targets: list[Target],
     names: tuple[str, ...],
     where: dict[str, Any],
     count: int | None,
@@ -221,60 +217,74 @@ async def _watch(
     reconnect: bool,
     as_json: bool,
 ) -> int:
-    clients = [QMPClient(t.target, reconnect=reconnect) for t in targets]
-    listeners = [c.events(*names, where=where) for c in clients]
-    try:
-        for spec, client in zip(targets, clients, strict=True):
-            try:
-                await client.connect()
-            except (QMPConnectionError, QMPTimeoutError) as error:
-                click.echo(f"qmpevents watch: {spec.name}: {error}", err=True)
-                return 2
-        printer = _Printer(as_json, max(len(t.name) for t in targets))
-        seen = 0
-        done = asyncio.Event()
-        failed = False
+    # A terminal reader keeps up with any VM; should it fall behind (a paused
+    # pager), the oldest events give way and the gap is shown as a counted
+    # "dropped" line rather than stalling QEMU's socket for its other clients.
+    sources = [
+        t.source(
+            names=names,
+            where=where,
+            reconnect=reconnect,
+            backoff=Backoff(give_up_after=RECONNECT_GIVE_UP),
+            policy="drop-oldest",
+        )
+        for t in targets
+    ]
+    printer = _Printer(as_json, max(len(t.name) for t in targets))
+    seen = 0
+    done = asyncio.Event()
+    status = 0
 
-        async def pump(vm: str, listener: EventListener) -> None:
-            nonlocal seen, failed
-            try:
-                async for item in listener:
+    def fail(vm: str, error: Exception, code: int) -> None:
+        nonlocal status
+        status = max(status, code)
+        click.echo(f"qmpevents watch: {vm}: {error}", err=True)
+
+    async def pump(source: EventSource) -> None:
+        nonlocal seen
+        vm = source.name
+        attached = False
+        try:
+            async for item in source:
+                if isinstance(item, Connected):
+                    attached = True
+                elif isinstance(item, Unreachable | Disconnected):
+                    if not attached:  # never reached: as unreachable as without --reconnect
+                        fail(vm, QMPConnectionError(item.reason), 2)
+                        return
+                    click.echo(f"qmpevents watch: {vm}: {item.reason}", err=True)
+                else:
                     printer(vm, item)
                     if not isinstance(item, Gap | Dropped):
                         seen += 1
                         if count is not None and seen >= count:
                             done.set()
                             return
-            except ConnectionLost as error:
-                failed = True
-                click.echo(f"qmpevents watch: {vm}: {error}", err=True)
+        except (QMPConnectionError, QMPTimeoutError) as error:
+            fail(vm, error, 2)
+        except ConnectionLost as error:
+            fail(vm, error, 1)
 
-        pumps = [
-            asyncio.ensure_future(pump(t.name, listener))
-            for t, listener in zip(targets, listeners, strict=True)
-        ]
-        all_ended = asyncio.ensure_future(asyncio.wait(pumps))
-        finished = asyncio.ensure_future(done.wait())
-        try:
-            async with asyncio.timeout(timeout):
-                await asyncio.wait([all_ended, finished], return_when=asyncio.FIRST_COMPLETED)
-        except TimeoutError:
-            wanted = f"{count} matching event(s)" if count is not None else "the end"
-            click.echo(
-                f"qmpevents watch: timed out after {timeout} s: {seen} matching event(s) seen,"
-                f" waited for {wanted}",
-                err=True,
-            )
-            return 1
-        finally:
-            for task in (*pumps, all_ended, finished):
-                task.cancel()
-        if done.is_set():
-            return 0
-        return 1 if failed else 0
+    pumps = [asyncio.ensure_future(pump(source)) for source in sources]
+    all_ended = asyncio.ensure_future(asyncio.wait(pumps))
+    finished = asyncio.ensure_future(done.wait())
+    try:
+        async with asyncio.timeout(timeout):
+            await asyncio.wait([all_ended, finished], return_when=asyncio.FIRST_COMPLETED)
+    except TimeoutError:
+        wanted = f"{count} matching event(s)" if count is not None else "the end"
+        click.echo(
+            f"qmpevents watch: timed out after {timeout} s: {seen} matching event(s) seen,"
+            f" waited for {wanted}",
+            err=True,
+        )
+        return 1
     finally:
-        for client in clients:
-            await client.close()
+        for task in (*pumps, all_ended, finished):
+            task.cancel()
+        for source in sources:
+            await source.aclose()
+    return 0 if done.is_set() else status
 
 
 @click.command()
@@ -300,7 +310,7 @@ def watch(
     is named after the socket file otherwise. Rate-limited event kinds are marked.
     """
     where = parse_where(where_specs)
-    specs = [parse_target_spec(t) for t in targets]
+    specs = [parse_watch_target(t) for t in targets]
     try:
         status = asyncio.run(_watch(specs, names, where, count, timeout, reconnect, as_json))
     except KeyboardInterrupt:

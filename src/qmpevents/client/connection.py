@@ -58,6 +58,7 @@ from qmpevents.protocol.lines import DEFAULT_MAX_LINE
 from qmpevents.schema.events import Event
 from qmpevents.schema.live import LiveSchema
 
+from .backoff import Backoff
 from .listeners import (
     Dropped,
     EventFilter,
@@ -486,12 +487,11 @@ class QMPClient:
     async def _reconnect(self, error: ConnectionLost) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.reconnect_timeout
-        delay = self.backoff
+        delays = Backoff(self.backoff, self.max_backoff).delays()
         last: BaseException = error
         try:
             while loop.time() < deadline:
-                await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
-                delay = min(delay * 2, self.max_backoff)
+                await asyncio.sleep(min(next(delays), max(0.0, deadline - loop.time())))
                 try:
                     await self._open()
                 except (QMPConnectionError, QMPTimeoutError) as attempt_error:

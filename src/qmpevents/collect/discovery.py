@@ -1,7 +1,8 @@
 """Which VMs to attach: command-line targets, and QMP sockets appearing in a directory.
 
-- A command-line target is ``NAME=TARGET``, or a bare socket path whose VM name is
-  the file name without its last suffix (``/run/qemu/web1.qmp`` is ``web1``).
+- A command-line target is read by :func:`qmpevents.sources.parse_target`, as
+  every command reads it: ``NAME=TARGET``, a socket path named after its file
+  (``/run/qemu/web1.qmp`` is ``web1``), or ``HOST:PORT``.
 - :class:`DirectoryWatcher` looks at a directory every ``interval`` seconds
   (``os.scandir``; sockets only, ``S_ISSOCK``) and reports the sockets that
   appeared and vanished since its last look, named the same way.
@@ -16,34 +17,18 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qmpevents.addresses import parse_address
 from qmpevents.collect.config import VMSpec
-from qmpevents.errors import ConfigError
+from qmpevents.sources import name_of_socket, parse_target
 
-__all__ = ["Changes", "DirectoryWatcher", "name_of_socket", "vm_from_argument"]
+__all__ = ["Changes", "DirectoryWatcher", "vm_from_argument"]
 
 log = logging.getLogger(__name__)
 
 
-def name_of_socket(path: str | os.PathLike[str]) -> str:
-    """The VM name of a socket file: its name without the last suffix."""
-    return Path(path).stem
-
-
 def vm_from_argument(text: str) -> VMSpec:
-    """The VM of a command-line target: ``NAME=TARGET`` or a bare socket path.
-
-    Raises ``ConfigError`` for an empty name or target, and for a bare ``HOST:PORT``
-    (a TCP target has no file name to take the VM's name from).
-    """
-    name, sep, target = text.partition("=")
-    if not sep or "/" in name:
-        name, target = name_of_socket(text), text
-        if parse_address(text).path is None:
-            raise ConfigError(f"{text}: a TCP target needs a name: NAME={text}")
-    if not name or not target:
-        raise ConfigError(f"{text!r}: expected NAME=TARGET or a socket path")
-    return VMSpec(name, target)
+    """The VM of a command-line target; raises ``ConfigError`` for a malformed one."""
+    target = parse_target(text)
+    return VMSpec(target.name, target.text)
 
 
 @dataclass

@@ -1,7 +1,7 @@
-"""One attached VM: a QMP connection kept up with backoff, every event into the fan-out.
+"""One attached VM: its event source, every item into the fan-out.
 
-An :class:`Endpoint` owns one :class:`~qmpevents.client.connection.QMPClient` at a time and
-reports to the :class:`~.fanout.Fanout`:
+An :class:`Endpoint` reads one :class:`~qmpevents.sources.EventSource` (which keeps
+the connection up with backoff) and reports to the :class:`~.fanout.Fanout`:
 
 - on :meth:`Endpoint.start`, ``record_disconnected(vm, "not connected yet")``, so the
   time until the first connection is a gap;
@@ -11,11 +11,11 @@ reports to the :class:`~.fanout.Fanout`:
   events received before the loss, so the open gap is in the history while the VM
   is unreachable (and a collector killed meanwhile leaves it open).
 
-Reconnecting is the endpoint's job, not the client's (``reconnect=False``): the client
-reports a lost connection only when it comes back (its ``Gap`` marker), too late for
-the record above. So a client of this module never yields a ``Gap`` and each outage is
-recorded exactly once. Attempts are spaced by ``backoff`` seconds, doubling up to
-``max_backoff``, for as long as the endpoint is attached.
+The source says at once that a connection is gone (``Disconnected``), and each
+outage is recorded exactly once: the ``Gap`` marker it yields after a reconnect
+describes the same outage and is not recorded again. Attempts are spaced by
+``backoff`` seconds, doubling up to ``max_backoff``, for as long as the endpoint
+is attached.
 
 The listener queue (``queue_size`` events) only fills when the collector's loop falls
 behind; an overflow drops the oldest events, which are counted per VM in
@@ -33,9 +33,16 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from qmpevents.client.connection import Dropped, EventListener, Gap, QMPClient
+from qmpevents.client import Dropped, Gap
+from qmpevents.client.backoff import Backoff
 from qmpevents.collect.fanout import Fanout
-from qmpevents.errors import ConnectionLost, QMPConnectionError, QMPTimeoutError
+from qmpevents.sources import (
+    Connected,
+    Disconnected,
+    EventSource,
+    QMPSource,
+    Unreachable,
+)
 
 __all__ = ["NOT_CONNECTED_YET", "ConnectPolicy", "Endpoint", "StatusCallback"]
 
@@ -72,17 +79,7 @@ class Endpoint:
     knows why it detaches (:meth:`Fanout.record_disconnected`).
     """
 
-    __slots__ = (
-        "_client",
-        "_receiving",
-        "_stopping",
-        "_task",
-        "fanout",
-        "on_status",
-        "policy",
-        "target",
-        "vm",
-    )
+    __slots__ = ("_source", "_task", "fanout", "on_status", "policy", "target", "vm")
 
     def __init__(
         self,
@@ -97,22 +94,35 @@ class Endpoint:
         self.fanout = fanout
         self.policy = policy or ConnectPolicy()
         self.on_status = on_status
-        self._client: QMPClient | None = None
-        self._receiving = False
-        self._stopping = False
+        self._source: QMPSource | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
     def connected(self) -> bool:
         """Whether the monitor is connected and negotiated now."""
-        return self._receiving
+        return self._source is not None and self._source.connected
 
     def start(self) -> None:
         """Open the VM's gap until its first connection and start connecting."""
         if self._task is not None:
             return
+        policy = self.policy
+        # The collector is the one place a slow consumer must not stop QEMU's
+        # socket for others' sake: its loop only falls behind under overload, and
+        # then it drops the oldest events with a count rather than stall.
+        self._source = QMPSource(
+            self.vm,
+            self.target,
+            reconnect=True,
+            backoff=Backoff(policy.backoff, policy.max_backoff),
+            greeting_timeout=policy.greeting_timeout,
+            queue_size=policy.queue_size,
+            policy="drop-oldest",
+        )
         self.fanout.record_disconnected(self.vm, NOT_CONNECTED_YET)
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"qmp {self.vm}")
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(self._source), name=f"qmp {self.vm}"
+        )
         self._task.add_done_callback(self._ended)
 
     async def aclose(self) -> None:
@@ -120,68 +130,35 @@ class Endpoint:
         task = self._task
         if task is None or task.done():
             return
-        self._stopping = True
-        if self._receiving and self._client is not None:
-            # closing ends the listener after what it holds; the task records that, then ends
-            await self._client.close()
-        else:
-            task.cancel()
+        assert self._source is not None
+        receiving = self._source.connected
+        # Closing ends a live listener after what it holds; the task records that, then ends.
+        await self._source.aclose()
+        if not receiving:
+            task.cancel()  # an attempt in progress has nothing to record
         await asyncio.wait([task])
 
     def _status(self, connected: bool, detail: str) -> None:
         if self.on_status is not None:
             self.on_status(self.vm, connected, detail)
 
-    async def _run(self) -> None:
-        policy = self.policy
-        delay = policy.backoff
-        failing: str | None = None
-        while not self._stopping:
-            client = QMPClient(
-                self.target, greeting_timeout=policy.greeting_timeout, reconnect=False
-            )
-            # Listening from before the handshake: nothing sent after it is missed.
-            listener = client.events(maxsize=policy.queue_size)
-            self._client = client
-            try:
-                await client.connect()
-            except (QMPConnectionError, QMPTimeoutError) as error:
-                await client.close()
-                if str(error) != failing:  # one line per new reason, not per attempt
-                    failing = str(error)
-                    self._status(False, f"{error}; retrying")
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, policy.max_backoff)
-                continue
-            failing = None
-            delay = policy.backoff
-            self._receiving = True
-            self.fanout.record_connected(self.vm)
-            self._status(True, f"connected to {self.target}")
-            reason = await self._receive(listener)
-            self._receiving = False
-            await client.close()
-            if self._stopping:
-                return
-            self.fanout.record_disconnected(self.vm, reason)
-            self._status(False, reason)
-            await asyncio.sleep(delay)
-
-    async def _receive(self, listener: EventListener) -> str:
-        """Record what ``listener`` yields until the connection ends; return why it ended."""
+    async def _run(self, source: EventSource) -> None:
         vm = self.vm
-        record_event = self.fanout.record_event
-        try:
-            async for item in listener:
-                if isinstance(item, Dropped):
-                    self._dropped(item.count)
-                    continue
-                # reconnect=False: the client never marks a gap (see the module docstring)
-                assert not isinstance(item, Gap)
+        fanout = self.fanout
+        record_event = fanout.record_event
+        async for item in source:
+            if isinstance(item, Connected):
+                fanout.record_connected(vm)
+                self._status(True, item.detail)
+            elif isinstance(item, Disconnected):
+                fanout.record_disconnected(vm, item.reason)
+                self._status(False, item.reason)
+            elif isinstance(item, Unreachable):
+                self._status(False, item.reason)
+            elif isinstance(item, Dropped):
+                self._dropped(item.count)
+            elif not isinstance(item, Gap):  # the outage was recorded at Disconnected
                 record_event(vm, item)
-        except ConnectionLost as error:
-            return f"connection lost: {error}"
-        return "connection closed"
 
     def _dropped(self, count: int) -> None:
         self.fanout.metrics.listener_dropped.labels(self.vm).inc(count)
@@ -197,5 +174,4 @@ class Endpoint:
         if not task.cancelled() and (error := task.exception()) is not None:
             # A bug, not a connection problem: say so rather than go quiet about the VM.
             log.error("%s: stopped collecting: %r", self.vm, error, exc_info=error)
-            self._receiving = False
             self.fanout.record_disconnected(self.vm, f"collector error: {error!r}")
