@@ -69,3 +69,21 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     result = runner.invoke(main, ["validate", "--schema", str(bad_schema), "-"], input=b"")
     assert result.exit_code == 2
     assert "query-qmp-schema" in result.output
+
+
+def test_numbers_and_nesting_no_value_can_hold_are_reported_not_raised() -> None:
+    deep = "[" * 1000 + "]" * 1000
+    stream = (
+        '{"timestamp": {"seconds": 1e999, "microseconds": 2}, "event": "STOP"}\n'
+        '{"event": "X", "timestamp": {"seconds": 1, "microseconds": 2}, "data": {"a": '
+        + deep
+        + "}}\n"
+        '{"execute": "query-status", "id": ' + "1" * 5000 + "}\n"
+    )
+    result = CliRunner().invoke(main, ["validate", "-"], input=stream)
+    assert result.exit_code == 1, result.output
+    assert result.stdout.splitlines() == [
+        "<stdin>:1:1: STOP: timestamp.seconds: number out of range (not a finite double)",
+        "<stdin>:2:1: X: nested too deeply to check",
+        "<stdin>:3:1: OK query-status",
+    ]

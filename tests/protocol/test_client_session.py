@@ -17,7 +17,7 @@ from qmpevents.protocol.client_session import (
     Response,
     require_greeting,
 )
-from qmpevents.schema.events import GenericEvent, KnownEvent, QuorumReportBad
+from qmpevents.schema.events import Event, GenericEvent, KnownEvent, QuorumReportBad
 from tests.helpers import TRANSCRIPTS, load_transcript, raw_bytes
 
 GREETING = (
@@ -165,3 +165,40 @@ def test_late_reply_to_a_cancelled_request_is_ignored() -> None:
     session.cancel(request_id)
     assert session.receive_data(b'{"return": {}, "id": %d}\r\n' % request_id) == []
     assert session.protocol_errors == 0 and session.pending == 0
+
+
+_GREETING = (
+    b'{"QMP": {"version": {"qemu": {"micro": 22, "minor": 2, "major": 7}, "package": ""},'
+    b' "capabilities": ["oob"]}}\n'
+)
+_GOOD = b'{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "RESUME"}\n'
+_EVENT_HEAD = b'{"timestamp": {"seconds": 1, "microseconds": 2}, "event": '
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        (_EVENT_HEAD + b'"X", "data": {"n": 1e999}}', "Number out of range"),
+        (_EVENT_HEAD + b'"MIGRATION_PASS", "data": {"pass": 1e999}}', "Number out of range"),
+        (_EVENT_HEAD + b'"X", "data": {"s": "\xff\xfe"}}', "Invalid UTF-8"),
+        (b'{"return": {}, "id": ' + b"[" * 2000 + b"]" * 2000 + b"}", "nesting too deep"),
+        (_EVENT_HEAD + b'"X", "data": {"a": ' + b"[" * 2000 + b"]" * 2000 + b"}}", "too deep"),
+        (
+            b'{"timestamp": {"seconds": 18446744073709551615, "microseconds": 2}, "event": "STOP"}',
+            "timestamp.seconds: expected int <= 9223372036854775807",
+        ),
+        (_EVENT_HEAD + b'"STOP"', "truncated"),
+    ],
+    ids=["inf-generic", "inf-modeled", "bad-utf8", "deep-id", "deep-data", "ts-2**64", "truncated"],
+)
+def test_a_bad_line_is_one_counted_violation_and_the_next_is_delivered(
+    line: bytes, problem: str
+) -> None:
+    session = ClientSession()
+    session.receive_data(_GREETING)
+    out = session.receive_data(line + b"\n" + _GOOD)
+    assert len(out) == 2, out
+    violation, good = out
+    assert isinstance(violation, ProtocolViolation) and problem in str(violation.error)
+    assert isinstance(good, Event) and good.name == "RESUME"
+    assert session.protocol_errors == 1

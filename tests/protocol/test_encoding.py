@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from qmpevents.protocol import encoding
 from qmpevents.protocol.encoding import encode, encode_event, qdict_bucket, qdict_order
 
 # --- QDict order ---------------------------------------------------------------
@@ -332,3 +333,17 @@ def test_infinities_print_like_c() -> None:
     printf = _libc_printf_17g()
     for number in (math.inf, -math.inf):
         assert encode(number) == printf(number) + b"\r\n"
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+@given(_JSON)
+def test_the_deep_encoder_writes_what_the_recursive_one_writes(value: object) -> None:
+    assert encoding._deep_value(value) == encoding._value(value)

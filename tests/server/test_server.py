@@ -200,3 +200,23 @@ async def test_signal_closes_gracefully(tmp_path: Path, signum: int) -> None:
     for client in connected:
         assert await client.reader.read() == b""
         await client.close()
+
+
+async def test_ids_qemu_echoes_however_deep_or_long(
+    make_server: Callable[..., Any], clients: list[RawClient]
+) -> None:
+    """Measured on QEMU 7.2: a 1000-deep id is echoed and the next request still
+    answered; an integer of 4301 digits is a double, echoed as ``inf``."""
+    _, path = await make_server()
+    client = await RawClient.connect(path)
+    clients.append(client)
+    await client.negotiate()
+    deep = b"[" * 1000 + b"]" * 1000
+    await client.send(
+        b'{"execute": "query-status", "id": ' + deep + b'}\n{"execute": "query-status", "id": 2}\n'
+    )
+    first = await client.line()
+    assert first.endswith(b'"id": ' + deep + b"}\r\n")
+    assert (await client.line()).endswith(b'"id": 2}\r\n')
+    await client.send(b'{"execute": "query-status", "id": ' + b"1" * 4301 + b"}\n")
+    assert (await client.line()).endswith(b'"id": inf}\r\n')

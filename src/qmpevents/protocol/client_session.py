@@ -239,7 +239,7 @@ class ClientSession:
             if line.startswith(_EVENT_PREFIX):
                 try:
                     event = decode(line)
-                except msgspec.DecodeError:
+                except (msgspec.DecodeError, RecursionError):
                     self._slow_line(line, events, others)
                     continue
                 event.__dict__[RAW_KEY] = line
@@ -248,6 +248,17 @@ class ClientSession:
                 self._slow_line(line, events, others)
 
     def _slow_line(self, line: bytes, events: _EventSink, others: list[ServerMessage]) -> None:
+        try:
+            self._classify_line(line, events, others)
+        except (msgspec.DecodeError, RecursionError, ValueError) as exc:
+            # Whatever a line holds, it is one counted violation, never the end
+            # of the stream: the next good line is still delivered.
+            reason = "nesting too deep" if isinstance(exc, RecursionError) else str(exc)
+            others.append(
+                self._violation(JSONParseError(f"JSON parse error, {reason}", line[:256]))
+            )
+
+    def _classify_line(self, line: bytes, events: _EventSink, others: list[ServerMessage]) -> None:
         if isinstance(line, OversizedLine):
             others.append(
                 self._violation(

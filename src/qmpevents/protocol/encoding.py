@@ -105,7 +105,46 @@ def encode(message: object) -> bytes:
     applied). Integers beyond the int64/uint64 range print as the double QEMU's
     parser would have made of them. Raises ``TypeError`` for anything else.
     """
-    return (_value(message) + "\r\n").encode("ascii")
+    try:
+        text = _value(message)
+    except RecursionError:
+        # A client may nest an id up to QEMU's depth limit (1024); QEMU echoes it.
+        text = _deep_value(message)
+    return (text + "\r\n").encode("ascii")
+
+
+class _Text(str):
+    """Output text on :func:`_deep_value`'s stack, as opposed to a value to encode."""
+
+    __slots__ = ()
+
+
+def _deep_value(value: object) -> str:
+    """:func:`_value` without recursion, for values nested deeper than the stack allows."""
+    out: list[str] = []
+    stack: list[object] = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is _Text:
+            out.append(item)
+            continue
+        if isinstance(item, msgspec.Struct):
+            item = msgspec.to_builtins(item)
+        parts: list[object]
+        if isinstance(item, Mapping) and item:
+            parts = [_Text("{")]
+            for key, prefix in _layout(tuple(item)):
+                parts += [_Text(prefix), item[key]]
+        elif isinstance(item, list | tuple) and item:
+            parts = [_Text("[")]
+            for index, element in enumerate(item):
+                parts += [_Text(", "), element] if index else [element]
+        else:
+            out.append(_value(item))  # a scalar, or an empty container
+            continue
+        parts.append(_Text("}" if parts[0] == "{" else "]"))
+        stack.extend(reversed(parts))
+    return "".join(out)
 
 
 def encode_event(

@@ -178,9 +178,14 @@ def _decode_utf8(raw: bytes) -> str:
     return text
 
 
+_MAX_INT_CHARS = 21  # "-9223372036854775808" is 20 characters
+
+
 def _number(kind: str, text: bytes) -> int | float:
     """QEMU's parse_literal(): int64, else uint64, else double."""
-    if kind == _INTEGER:
+    # Anything longer than 20 digits is outside uint64 anyway, and Python's
+    # int() refuses past 4300 digits: QEMU makes such a literal a double (inf).
+    if kind == _INTEGER and len(text) <= _MAX_INT_CHARS:
         value = int(text)
         if _INT64_MIN <= value <= _UINT64_MAX:
             return value

@@ -11,6 +11,7 @@ checks them.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -120,13 +121,33 @@ def _check_event(
 ) -> tuple[str | None, list[str]]:
     name = message.get("event")
     shown = name if isinstance(name, str) else None
+    out_of_range = _non_finite_member(message)
+    if out_of_range is not None:
+        # JSON encodes inf as null: say what was wrong rather than "got null".
+        return shown, [f"{out_of_range}: number out of range (not a finite double)"]
     if schema is not None:
         return shown, schema.validate_message(message)
     try:
         decode_event(msgspec.json.encode(message))
     except ValidationError as error:
         return shown, [f"{error.path}: {error.problem}" if error.path else error.problem]
+    except RecursionError:
+        return shown, ["nested too deeply to check"]
     return shown, []
+
+
+def _non_finite_member(message: dict[str, JSONValue]) -> str | None:
+    """The dotted path of the first inf or nan in ``message`` (iterative: any depth)."""
+    stack: list[tuple[str, JSONValue]] = [("", message)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return path or "."
+        if isinstance(value, dict):
+            stack.extend((f"{path}.{k}" if path else k, v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(value))
+    return None
 
 
 def _check_greeting(message: dict[str, Any]) -> list[str]:

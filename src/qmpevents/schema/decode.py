@@ -44,6 +44,8 @@ def decode_event(raw: bytes) -> Event:
         event: Event = MODELED_DECODER.decode(raw)
     except msgspec.DecodeError as exc:  # ValidationError is a subclass
         event = _decode_refused(raw, exc)
+    except RecursionError:
+        raise JSONParseError("JSON parse error, nesting too deep", raw[:256]) from None
     bind_raw(event, raw)
     return event
 
@@ -52,7 +54,13 @@ def _decode_refused(raw: bytes, exc: msgspec.DecodeError) -> GenericEvent:
     """Classify input the typed decoder refused: generic event, or which error."""
     if not isinstance(exc, msgspec.ValidationError):
         raise JSONParseError(f"JSON parse error, {exc}", raw) from None
-    message = _ANY.decode(raw)
+    try:
+        message = _ANY.decode(raw)
+    except msgspec.DecodeError as any_exc:
+        # Valid JSON syntax that no value can hold (1e999), or bad UTF-8 in a string.
+        raise JSONParseError(f"JSON parse error, {any_exc}", raw) from None
+    except RecursionError:
+        raise JSONParseError("JSON parse error, nesting too deep", raw[:256]) from None
     if not isinstance(message, dict):
         raise ValidationError(UNNAMED_EVENT, "", wrong_type("object", message), raw) from None
     if "event" not in message:

@@ -78,11 +78,12 @@ _MICROS = 1_000_000
 class Timestamp(msgspec.Struct, frozen=True, gc=False):
     """The wall-clock time of an event as QEMU sends it (``g_get_real_time``).
 
-    ``seconds`` is ``>= 0`` and ``microseconds`` lies in ``[0, 999999]``; the decoder
-    rejects anything else.
+    ``seconds`` is ``>= 0`` and fits QEMU's ``int64_t``, and ``microseconds`` lies
+    in ``[0, 999999]``; the decoder rejects anything else (so a broken server's
+    ``2**64 - 1`` fails here, not in a database column later).
     """
 
-    seconds: Annotated[int, msgspec.Meta(ge=0)]
+    seconds: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
     microseconds: Annotated[int, msgspec.Meta(ge=0, le=_MICROS - 1)]
 
     @classmethod
