@@ -463,7 +463,7 @@ async def test_drop_oldest_counts_and_marks_the_loss(sock: Path) -> None:
         await peer.serve()
 
     async with FakeQEMU(sock, script), connect(sock) as qmp:
-        listener = qmp.events(maxsize=2)
+        listener = qmp.events(maxsize=2, policy="drop-oldest")
         await qmp.execute("go")
         items = [await anext(listener) for _ in range(3)]
     assert items[0] == Dropped(3)
@@ -478,7 +478,7 @@ async def test_disconnect_policy_ends_the_listener(sock: Path) -> None:
         await peer.serve()
 
     async with FakeQEMU(sock, script), connect(sock) as qmp:
-        strict = qmp.events(maxsize=2, policy="disconnect")
+        strict = qmp.events(maxsize=2, policy="end")
         other = qmp.events()
         await qmp.execute("go")
         got = [await anext(strict), await anext(strict)]

@@ -59,7 +59,7 @@ def test_plain_data_of_an_event_built_in_python() -> None:
 
 
 def test_drop_oldest_keeps_a_gap_and_reports_the_count() -> None:
-    listener, _ = _listener(maxsize=2)
+    listener, _ = _listener(maxsize=2, policy="drop-oldest")
     gap = Gap(1.0, 2.5)
     listener.mark(gap)
     for n in range(1, 5):
@@ -73,8 +73,8 @@ def test_drop_oldest_keeps_a_gap_and_reports_the_count() -> None:
     assert gap.duration == 1.5
 
 
-async def test_disconnect_policy_leaves_and_raises_after_the_queue() -> None:
-    listener, left = _listener(maxsize=1, policy="disconnect")
+async def test_end_policy_leaves_and_raises_after_the_queue() -> None:
+    listener, left = _listener(maxsize=1, policy="end")
     listener.offer(_pass(1))
     listener.offer(_pass(2))
     listener.offer(_pass(3))  # ignored: the listener has ended
@@ -87,8 +87,41 @@ async def test_disconnect_policy_leaves_and_raises_after_the_queue() -> None:
 def test_bad_options_are_refused() -> None:
     with pytest.raises(ValueError):
         _listener(maxsize=0)
-    with pytest.raises(ValueError):
-        _listener(policy="block")
+    with pytest.raises(ValueError, match="choose from block, drop-oldest, end"):
+        _listener(policy="disconnect")
+    with pytest.raises(ValueError, match="hard_limit"):
+        _listener(maxsize=10, policy="block", hard_limit=5)
+
+
+def test_block_policy_presses_at_maxsize_and_releases_at_a_quarter() -> None:
+    calls: list[bool] = []
+    listener, _ = _listener(
+        maxsize=8, policy="block", hard_limit=12, pressure=lambda _l, full: calls.append(full)
+    )
+    listener.offer_many([_pass(n) for n in range(1, 8)])
+    assert calls == []
+    listener.offer(_pass(8))
+    assert calls == [True]
+    listener.offer_many([_pass(n) for n in range(9, 13)])  # the client still reads (a reply)
+    assert calls == [True] and listener.dropped == 0
+    listener.offer(_pass(13))  # past the hard limit: the oldest gives way, counted
+    assert listener.dropped == 1
+    taken = []
+    while len(listener._queue) > 3:
+        taken.append(listener.get_nowait())
+    assert calls == [True] and isinstance(taken[0], Dropped)
+    taken.append(listener.get_nowait())  # down to 2 = maxsize // 4: read again
+    assert calls == [True, False]
+    passes = [i.data.pass_ for i in taken[1:] if isinstance(i, MigrationPass)]
+    assert passes == list(range(2, 12))
+
+
+def test_an_ended_blocking_listener_never_holds_reading_back() -> None:
+    calls: list[bool] = []
+    listener, _ = _listener(maxsize=2, policy="block", pressure=lambda _l, f: calls.append(f))
+    listener.offer_many([_pass(1), _pass(2)])
+    listener.close()
+    assert calls == [True, False]
 
 
 async def test_once_listener_keeps_the_first_match_and_ignores_markers() -> None:

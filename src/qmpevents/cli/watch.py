@@ -217,16 +217,16 @@ async def _watch(
     reconnect: bool,
     as_json: bool,
 ) -> int:
-    # A terminal reader keeps up with any VM; should it fall behind (a paused
-    # pager), the oldest events give way and the gap is shown as a counted
-    # "dropped" line rather than stalling QEMU's socket for its other clients.
+    # "block": a watcher behind a paused pager or a slow pipe (| jq) must not
+    # lose events; QEMU keeps them in its output buffer until we read again,
+    # and this socket has no other client for us to stall.
     sources = [
         t.source(
             names=names,
             where=where,
             reconnect=reconnect,
             backoff=Backoff(give_up_after=RECONNECT_GIVE_UP),
-            policy="drop-oldest",
+            policy="block",
         )
         for t in targets
     ]

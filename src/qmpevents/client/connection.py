@@ -178,6 +178,8 @@ class QMPClient:
         self.protocol_errors = 0
         self.invalid_events = 0
         self._listeners: tuple[EventListener, ...] = ()
+        self._full: set[EventListener] = set()  # blocking listeners holding reading back
+        self._reading_paused = False
         self._protocol: _Protocol | None = None
         self._replies: dict[Any, asyncio.Future[Response | ErrorResponse]] = {}
         self._greeting_waiter: asyncio.Future[Greeting] | None = None
@@ -241,6 +243,7 @@ class QMPClient:
         protocol = _Protocol(self, session)
         self._greeting_waiter = loop.create_future()
         self._protocol = protocol
+        self._reading_paused = False  # a new transport reads until told otherwise
         try:
             async with asyncio.timeout(self.greeting_timeout):
                 await _open_transport(self.target, loop, lambda: protocol)
@@ -274,6 +277,7 @@ class QMPClient:
         self._dropped_at = None
         assert self._ready is not None
         self._ready.set()
+        self._update_reading()  # listeners still full from before hold the new socket too
 
     def _abandon(self, protocol: _Protocol) -> None:
         if self._protocol is protocol:
@@ -328,11 +332,14 @@ class QMPClient:
             asyncio.get_running_loop().create_future()
         )
         self._replies[request_id] = future
+        # A reply must get through even while full listeners hold reading back.
+        self._update_reading()
         try:
             protocol.transport.write(data)
             return await future
         finally:
             self._replies.pop(request_id, None)
+            self._update_reading()
 
     @staticmethod
     def _value(reply: Response | ErrorResponse) -> Any:
@@ -347,7 +354,8 @@ class QMPClient:
         *names: str,
         where: Mapping[str, Any] | None = None,
         maxsize: int = 1000,
-        policy: OverflowPolicy = "drop-oldest",
+        policy: OverflowPolicy = "block",
+        hard_limit: int | None = None,
     ) -> EventListener:
         """A new listener for the events called ``names`` (exact or glob; none: all).
 
@@ -356,7 +364,12 @@ class QMPClient:
         for the queue bound, the overflow ``policy`` and the markers it yields.
         """
         listener = EventListener(
-            EventFilter(names, where), maxsize=maxsize, policy=policy, leave=self._leave
+            EventFilter(names, where),
+            maxsize=maxsize,
+            policy=policy,
+            leave=self._leave,
+            pressure=self._pressure,
+            hard_limit=hard_limit,
         )
         self._join(listener)
         return listener
@@ -376,7 +389,10 @@ class QMPClient:
         seconds in total.
         """
         names = (name,) if isinstance(name, str) else tuple(name)
-        listener = EventListener(EventFilter(names, where), maxsize=1, leave=self._leave, once=True)
+        # One event, then it closes: it never fills, so it never holds reading back.
+        listener = EventListener(
+            EventFilter(names, where), maxsize=1, policy="drop-oldest", leave=self._leave, once=True
+        )
         self._join(listener)
         return EventWaiter(listener, timeout)
 
@@ -386,6 +402,27 @@ class QMPClient:
         else:
             # Copy on write: dispatch iterates a tuple that a listener may leave mid-way.
             self._listeners = (*self._listeners, listener)
+
+    def _pressure(self, listener: EventListener, full: bool) -> None:
+        if full:
+            self._full.add(listener)
+        else:
+            self._full.discard(listener)
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        """Read while no listener is full, or while a reply is awaited (backpressure)."""
+        protocol = self._protocol
+        transport = protocol.transport if protocol is not None else None
+        if transport is None or transport.is_closing():
+            return
+        pause = bool(self._full) and not self._replies
+        if pause != self._reading_paused:
+            self._reading_paused = pause
+            if pause:
+                transport.pause_reading()
+            else:
+                transport.resume_reading()
 
     def _leave(self, listener: EventListener) -> None:
         self._listeners = tuple(other for other in self._listeners if other is not listener)

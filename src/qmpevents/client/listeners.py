@@ -2,12 +2,20 @@
 
 A :class:`EventListener` is an async iterator over the events one client receives that
 pass its filter (names, exact or glob, and ``where`` members of ``data``). Its queue
-is bounded; what happens on overflow is its ``policy``:
+is bounded; what happens when it is full is its ``policy``:
 
+* ``"block"`` (the default): the client stops reading the socket, so QEMU keeps
+  the events in its own output buffer, as it does for any slow reader, and reads
+  again once the consumer has drained the queue to a quarter (the websockets
+  ``max_queue`` pattern). Nothing is lost. While a command waits for its reply the
+  client keeps reading (a consumer may call ``execute()`` from inside its
+  ``async for``); the queue may then grow to ``hard_limit`` (50 times
+  ``maxsize`` by default), past which the oldest events are dropped and counted
+  as with ``"drop-oldest"``.
 * ``"drop-oldest"``: the oldest queued event is dropped and counted in
   :attr:`EventListener.dropped`; the consumer then receives a :class:`Dropped` marker
   just before the first event that followed the loss, so no drop is silent.
-* ``"disconnect"``: the listener stops receiving; the consumer drains what was
+* ``"end"``: the listener stops receiving; the consumer drains what was
   queued, then iteration raises :class:`~qmpevents.errors.EventsDropped`.
 
 A :class:`Gap` marker tells the consumer that the connection was down for a while
@@ -42,7 +50,13 @@ __all__ = [
     "plain_data",
 ]
 
-OverflowPolicy = Literal["drop-oldest", "disconnect"]
+OverflowPolicy = Literal["block", "drop-oldest", "end"]
+_POLICIES: Final = ("block", "drop-oldest", "end")
+# How far a blocking listener's queue may grow while the client must keep reading.
+HARD_LIMIT_FACTOR: Final = 50
+
+PressureCallback = Callable[["EventListener", bool], None]
+"""``(listener, full)``: a blocking listener became full (True) or drained (False)."""
 
 _GLOB_CHARS: Final = frozenset("*?[")
 # A misbehaving server could send endless distinct names; the per-listener cache
@@ -165,17 +179,29 @@ class EventListener:
         event_filter: EventFilter,
         *,
         maxsize: int = 1000,
-        policy: OverflowPolicy = "drop-oldest",
+        policy: OverflowPolicy = "block",
         leave: Callable[[EventListener], None],
+        pressure: PressureCallback | None = None,
+        hard_limit: int | None = None,
         once: bool = False,
     ) -> None:
         if maxsize < 1:
             raise ValueError("maxsize must be at least 1")
-        if policy not in ("drop-oldest", "disconnect"):
-            raise ValueError(f"unknown overflow policy {policy!r}")
+        if policy not in _POLICIES:
+            raise ValueError(
+                f"unknown overflow policy {policy!r}; choose from {', '.join(_POLICIES)}"
+            )
         self.filter = event_filter
         self.maxsize = maxsize
         self.policy: OverflowPolicy = policy
+        blocking = policy == "block"
+        # The most a queue may hold: past it, the oldest event gives way (counted).
+        self.hard_limit = (hard_limit or maxsize * HARD_LIMIT_FACTOR) if blocking else maxsize
+        if self.hard_limit < maxsize:
+            raise ValueError("hard_limit must be at least maxsize")
+        self._low_water = maxsize // 4
+        self._pressure = pressure if blocking else None
+        self._full = False  # told the client to stop reading, not yet told to go on
         self.dropped = 0
         self._leave = leave
         self._once = once
@@ -215,13 +241,15 @@ class EventListener:
         event_filter = self.filter
         if not event_filter.passes_all:
             events = [event for event in events if event_filter.accepts(event)]
-        if self._once or len(self._queue) + len(events) > self.maxsize:
+        if self._once or len(self._queue) + len(events) > self.hard_limit:
             for event in events:
                 self.offer(event)
             return
         if events:
             self._queue.extend(events)
             self._wake()
+            if len(self._queue) >= self.maxsize:
+                self._press()
 
     def mark(self, item: Gap) -> None:
         """Queue a marker that every listener receives (a one-shot listener ignores it)."""
@@ -234,14 +262,15 @@ class EventListener:
             return
         self._ended = True
         self._end = error
+        self._release()  # an ended listener never holds the socket back
         self._wake()
 
     def _put(self, item: ListenerItem) -> None:
         if self._ended:
             return
         queue = self._queue
-        if len(queue) >= self.maxsize:
-            if self.policy == "disconnect":
+        if len(queue) >= self.hard_limit:
+            if self.policy == "end":
                 self.dropped += 1
                 self._leave(self)
                 self.end(EventsDropped(self.name, self.dropped))
@@ -249,6 +278,24 @@ class EventListener:
             self._drop_oldest()
         queue.append(item)
         self._wake()
+        if len(queue) >= self.maxsize:
+            self._press()
+
+    def _press(self) -> None:
+        if self._pressure is not None and not self._full and not self._ended:
+            self._full = True
+            self._pressure(self, True)
+
+    def _release(self) -> None:
+        if self._full:
+            self._full = False
+            assert self._pressure is not None
+            self._pressure(self, False)
+
+    def _taken(self) -> None:
+        """After the consumer took an item: let the client read again at the low water mark."""
+        if self._full and len(self._queue) <= self._low_water:
+            self._release()
 
     def _drop_oldest(self) -> None:
         queue = self._queue
@@ -277,7 +324,10 @@ class EventListener:
                 count, self._unreported = self._unreported, 0
                 return Dropped(count)
             if self._queue:
-                return self._queue.popleft()
+                item = self._queue.popleft()
+                if self._full:
+                    self._taken()
+                return item
             if self._ended:
                 if self._end is not None:
                     raise self._end
@@ -293,7 +343,12 @@ class EventListener:
         if self._unreported:
             count, self._unreported = self._unreported, 0
             return Dropped(count)
-        return self._queue.popleft() if self._queue else None
+        if not self._queue:
+            return None
+        item = self._queue.popleft()
+        if self._full:
+            self._taken()
+        return item
 
     def close(self) -> None:
         """Leave the client; iteration stops after what is already queued."""

@@ -18,8 +18,9 @@ describes the same outage and is not recorded again. Attempts are spaced by
 is attached.
 
 The listener queue (``queue_size`` events) only fills when the collector's loop falls
-behind; an overflow drops the oldest events, which are counted per VM in
-``qmpevents_listener_dropped_total`` and logged, never silently lost.
+behind; then the VM's socket is not read until it drains (QEMU keeps the events).
+A loss past the hard limit is counted per VM in ``qmpevents_listener_dropped_total``
+and logged, never silent.
 
 Memory: an idle attached VM costs about 11 KiB of collector RSS (client, transport,
 listener, task and its metric series; ``benchmarks/bench_collect.py`` measures it
@@ -107,9 +108,11 @@ class Endpoint:
         if self._task is not None:
             return
         policy = self.policy
-        # The collector is the one place a slow consumer must not stop QEMU's
-        # socket for others' sake: its loop only falls behind under overload, and
-        # then it drops the oldest events with a count rather than stall.
+        # "block": the collector must lose nothing. Should its loop fall behind
+        # (an overload, a slow disk), this VM's socket is not read for a while and
+        # QEMU holds the events in its own output buffer, as for any slow reader;
+        # other VMs are not affected. Only past the hard limit, while a command
+        # waits, would the oldest give way (counted in listener_dropped_total).
         self._source = QMPSource(
             self.vm,
             self.target,
@@ -117,7 +120,7 @@ class Endpoint:
             backoff=Backoff(policy.backoff, policy.max_backoff),
             greeting_timeout=policy.greeting_timeout,
             queue_size=policy.queue_size,
-            policy="drop-oldest",
+            policy="block",
         )
         self.fanout.record_disconnected(self.vm, NOT_CONNECTED_YET)
         self._task = asyncio.get_running_loop().create_task(

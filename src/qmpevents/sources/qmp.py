@@ -54,7 +54,7 @@ class QMPSource(EventSource):
         backoff: Backoff | None = None,
         greeting_timeout: float = 5.0,
         queue_size: int = 10_000,
-        policy: OverflowPolicy = "drop-oldest",
+        policy: OverflowPolicy = "block",
     ) -> None:
         self.name = name
         self.address = parse_address(address)
