@@ -576,10 +576,12 @@ async def _collect(listener: Any) -> list[Any]:
 async def test_reconnect_marks_the_gap_and_keeps_listeners(sock: Path) -> None:
     async def first(peer: Peer) -> None:
         await peer.greet()
+        await peer.reply(await peer.request())  # query-status: this peer has no state
         await peer.reply(await peer.request(), None, passes(1))
 
     async def second(peer: Peer) -> None:
         await peer.greet()
+        # An event during the handshake still comes after the Gap.
         await peer.send(passes(2))
         await peer.serve({"query-name": {"name": "back"}})
 
@@ -655,3 +657,16 @@ def fake_qemu_in_thread(path: Path, *scripts: Script) -> Iterator[Path]:
         loop.call_soon_threadsafe(stop.set)
         thread.join(5)
         loop.close()
+
+
+async def test_an_event_instead_of_a_greeting_fails_at_once(sock: Path) -> None:
+    async def script(peer: Peer) -> None:
+        await peer.send(passes(1))
+        await peer.serve()
+
+    async with FakeQEMU(sock, script):
+        qmp = QMPClient(sock, greeting_timeout=60)
+        async with asyncio.timeout(5):  # far less than the greeting timeout
+            with pytest.raises(GreetingError, match="expected a QMP greeting, got event"):
+                await qmp.connect()
+        await qmp.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from qmpevents.client import Gap
+from qmpevents.client import Gap, RunState
 from qmpevents.client.backoff import Backoff
 from qmpevents.errors import ConnectionLost, QMPConnectionError
 from qmpevents.schema.events import Event
@@ -125,3 +125,23 @@ async def test_giving_up_raises_connection_lost(tmp_path: Path) -> None:
     with pytest.raises(ConnectionLost, match=r"no connection for 0\.1 s"):
         await next_item(items)
     await source.aclose()
+
+
+async def test_a_source_marks_a_run_state_changed_while_it_was_away(tmp_path: Path) -> None:
+    path = str(tmp_path / "vm.sock")
+    server = await start_server(path)
+    source = QMPSource("vm", path, backoff=FAST)
+    items = aiter(source)
+    try:
+        assert isinstance(await next_item(items), Connected)
+        await server.close()
+        assert isinstance(await next_item(items), Disconnected)
+        server = QMPServer(start_paused=True)
+        await server.listen_unix(path, multi_client=True)
+        assert isinstance(await next_item(items), Connected)
+        assert isinstance(await next_item(items), Gap)
+        marker = await next_item(items)
+        assert isinstance(marker, RunState) and not marker.running and marker.was_running
+    finally:
+        await source.aclose()
+        await server.close()

@@ -20,7 +20,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from qmpevents.client import Dropped, Gap, ListenerItem
+from qmpevents.client import Dropped, Gap, ListenerItem, RunState
 from qmpevents.client.backoff import Backoff
 from qmpevents.client.listeners import plain_data
 from qmpevents.errors import ConfigError, ConnectionLost, QMPConnectionError, QMPTimeoutError
@@ -147,10 +147,15 @@ def format_item(vm: str, item: ListenerItem, width: int = 0) -> Text:
             _STYLES["marker"],
         )
         return line
-    if isinstance(item, Dropped):
+    if isinstance(item, Dropped | RunState):
         line.append(_local_time(datetime.datetime.now().timestamp()), _STYLES["time"])
         line.append(f" {vm:<{width}} ", _STYLES["vm"])
-        line.append(f"-- {item.count} event(s) dropped: output too slow", _STYLES["marker"])
+        if isinstance(item, Dropped):
+            text = f"-- {item.count} event(s) dropped: output too slow"
+        else:
+            before = item.previous or ("running" if item.was_running else "not running")
+            text = f"-- run state is now {item.status} (was {before}) after the gap"
+        line.append(text, _STYLES["marker"])
         return line
     stamp = item.timestamp.seconds + item.timestamp.microseconds / 1e6
     line.append(_local_time(stamp), _STYLES["time"])
@@ -184,6 +189,9 @@ def json_item(vm: str, item: ListenerItem, received_at: datetime.datetime) -> st
         return head + f'"gap": {{"started": {item.started}, "ended": {item.ended}}}}}'
     if isinstance(item, Dropped):
         return head + f'"dropped": {item.count}}}'
+    if isinstance(item, RunState):
+        state = {"status": item.status, "running": item.running, "previous": item.previous}
+        return head + f'"run-state": {json.dumps(state)}}}'
     raw = item.raw
     # The received bytes are valid JSON already; splicing them keeps QEMU's exact text.
     body = raw.decode("utf-8", "replace") if raw is not None else json.dumps(item.to_message())
@@ -255,7 +263,7 @@ async def _watch(
                     click.echo(f"qmpevents watch: {vm}: {item.reason}", err=True)
                 else:
                     printer(vm, item)
-                    if not isinstance(item, Gap | Dropped):
+                    if not isinstance(item, Gap | Dropped | RunState):
                         seen += 1
                         if count is not None and seen >= count:
                             done.set()

@@ -3,8 +3,9 @@
 - :func:`connect` / :class:`QMPClient` (:mod:`.connection`): one QMP connection,
   its commands, its listeners and its reconnection.
 - :class:`EventListener` and :class:`EventWaiter` (:mod:`.listeners`): bounded
-  event queues with filters; the markers :class:`Gap` (nobody was listening)
-  and :class:`Dropped` (a listener overflowed) arrive in the same stream.
+  event queues with filters; the markers :class:`Gap` (nobody was listening),
+  :class:`RunState` (the VM's state changed meanwhile) and :class:`Dropped`
+  (a listener overflowed) arrive in the same stream.
 - :class:`SyncClient` (:mod:`.sync`): the same client for blocking scripts.
 """
 
@@ -16,6 +17,7 @@ from qmpevents.client.listeners import (
     Gap,
     ListenerItem,
     OverflowPolicy,
+    RunState,
 )
 from qmpevents.client.sync import SyncClient, SyncWaiter
 
@@ -27,6 +29,7 @@ __all__ = [
     "ListenerItem",
     "OverflowPolicy",
     "QMPClient",
+    "RunState",
     "SyncClient",
     "SyncWaiter",
     "connect",

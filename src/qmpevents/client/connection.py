@@ -67,8 +67,10 @@ from .listeners import (
     Gap,
     ListenerItem,
     OverflowPolicy,
+    RunState,
     plain_data,
 )
+from .runstate import RunStateTracker, parse_status
 
 # The listener types are re-exported: users of the client name them.
 __all__ = [
@@ -83,6 +85,8 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
+# Events held back during one reconnect handshake, at most (see _events).
+_HOLD_LIMIT: Final = 100_000
 # How much of a bad message a log line or error shows.
 _CONTEXT: Final = 200
 
@@ -179,6 +183,9 @@ class QMPClient:
         self.invalid_events = 0
         self._listeners: tuple[EventListener, ...] = ()
         self._full: set[EventListener] = set()  # blocking listeners holding reading back
+        self._holding: list[Event] | None = None
+        self._failure: BaseException | None = None  # why the reconnect gave up
+        self._run_state = RunStateTracker()  # used when reconnecting
         self._reading_paused = False
         self._protocol: _Protocol | None = None
         self._replies: dict[Any, asyncio.Future[Response | ErrorResponse]] = {}
@@ -244,6 +251,10 @@ class QMPClient:
         self._greeting_waiter = loop.create_future()
         self._protocol = protocol
         self._reading_paused = False  # a new transport reads until told otherwise
+        # On a reconnect, events that arrive during the handshake wait until the
+        # Gap is marked: it is delivered only once the handshake has succeeded.
+        self._holding = [] if self._dropped_at is not None else None
+        run_state: tuple[str, bool] | None = None
         try:
             async with asyncio.timeout(self.greeting_timeout):
                 await _open_transport(self.target, loop, lambda: protocol)
@@ -260,6 +271,8 @@ class QMPClient:
                         self.schema = LiveSchema.from_query(
                             self._value(await self._request(*session.command("query-qmp-schema")))
                         )
+                    if self.reconnect:
+                        run_state = await self._query_run_state(session)
         except TimeoutError:
             self._abandon(protocol)
             raise QMPTimeoutError(
@@ -274,10 +287,27 @@ class QMPClient:
             raise
         finally:
             self._greeting_waiter = None
+        held, self._holding = self._holding, None
+        if self._dropped_at is not None:
+            self._mark(Gap(self._dropped_at, time.time()))
+        marker = self._run_state.connected(run_state)
+        if marker is not None:
+            self._mark(marker)
+        if held:
+            self._events(held)
         self._dropped_at = None
         assert self._ready is not None
         self._ready.set()
         self._update_reading()  # listeners still full from before hold the new socket too
+
+    async def _query_run_state(self, session: ClientSession) -> tuple[str, bool] | None:
+        """``query-status`` as (status, running); None from a server without it."""
+        reply = await self._request(*session.command("query-status"))
+        return None if isinstance(reply, ErrorResponse) else parse_status(reply.value)
+
+    def _mark(self, marker: Gap | RunState) -> None:
+        for listener in self._listeners:
+            listener.mark(marker)
 
     def _abandon(self, protocol: _Protocol) -> None:
         if self._protocol is protocol:
@@ -316,6 +346,11 @@ class QMPClient:
     async def _usable(self) -> _Protocol:
         while True:
             if self._closed or self._ready is None:
+                failure = self._failure
+                if failure is not None:
+                    raise ConnectionLost(f"{self.target}: gave up reconnecting: {failure}") from (
+                        failure
+                    )
                 raise ConnectionLost(f"{self.target}: not connected")
             protocol = self._protocol
             if self._ready.is_set() and protocol is not None:
@@ -435,6 +470,29 @@ class QMPClient:
     # -- what the protocol reports -------------------------------------------------
 
     def _events(self, events: list[Event]) -> None:
+        waiter = self._greeting_waiter
+        if waiter is not None and not waiter.done():
+            protocol = self._protocol
+            if protocol is not None and protocol.session.greeting is None:
+                # Not QEMU, or not QMP: say so now rather than at the timeout.
+                first = events[0]
+                waiter.set_exception(
+                    GreetingError(
+                        f"{self.target}: expected a QMP greeting, got event {first.name}",
+                        first.raw,
+                    )
+                )
+                return
+        holding = self._holding
+        if holding is not None:
+            if len(holding) < _HOLD_LIMIT:
+                holding.extend(events)
+                return
+            # A handshake flooded with events: deliver them, the Gap comes late.
+            self._holding = None
+            self._events(holding)
+        if self.reconnect:
+            self._run_state.observe(events)
         if self.schema is not None:
             for event in events:
                 self._validate(event)
@@ -479,12 +537,6 @@ class QMPClient:
         except GreetingError as error:
             waiter.set_exception(GreetingError(f"{self.target}: {error}", error.raw))
             return
-        if self._dropped_at is not None:
-            # The connection is back: mark the gap before anything it sends. Should
-            # this handshake still fail, the next gap starts at the same drop.
-            gap = Gap(self._dropped_at, time.time())
-            for listener in self._listeners:
-                listener.mark(gap)
         waiter.set_result(greeting)
 
     def _lost(
@@ -515,7 +567,7 @@ class QMPClient:
         else:
             self._end_listeners(error)
 
-    def _fail_pending(self, error: ConnectionLost) -> None:
+    def _fail_pending(self, error: BaseException) -> None:
         replies, self._replies = self._replies, {}
         for future in replies.values():
             if not future.done():
@@ -541,13 +593,24 @@ class QMPClient:
                 f"{self.target}: no connection for {self.reconnect_timeout} s; last error: {last}"
             )
             lost.__cause__ = last
-            self._closed = True
-            self._end_listeners(lost)
-            # Wake commands waiting for the reconnect: _usable() sees the client closed.
-            assert self._ready is not None
-            self._ready.set()
+            self._give_up(lost)
+        except Exception as error:
+            # Anything else (a refused query-qmp-schema, a bug) ends every waiter
+            # with that error: nobody may wait for a reconnect that will not come.
+            _log.error("%s: reconnect failed for good: %s", self.target, error)
+            self._give_up(error)
         finally:
             self._reconnecting = None
+
+    def _give_up(self, error: BaseException) -> None:
+        """The connection will not come back: end listeners and commands with ``error``."""
+        self._closed = True
+        self._failure = error
+        self._end_listeners(error)
+        self._fail_pending(error)
+        # Wake commands waiting for the reconnect: _usable() sees the client closed.
+        assert self._ready is not None
+        self._ready.set()
 
 
 def connect(

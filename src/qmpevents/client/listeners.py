@@ -39,6 +39,8 @@ import msgspec
 from qmpevents.errors import ConnectionLost, EventsDropped, QMPTimeoutError
 from qmpevents.schema.events import Event
 
+from .runstate import RunState
+
 __all__ = [
     "Dropped",
     "EventFilter",
@@ -47,6 +49,7 @@ __all__ = [
     "Gap",
     "ListenerItem",
     "OverflowPolicy",
+    "RunState",
     "plain_data",
 ]
 
@@ -87,7 +90,7 @@ class Dropped:
     count: int
 
 
-ListenerItem = Event | Gap | Dropped
+ListenerItem = Event | Gap | Dropped | RunState
 """What iterating a :class:`EventListener` yields."""
 
 
@@ -251,7 +254,7 @@ class EventListener:
             if len(self._queue) >= self.maxsize:
                 self._press()
 
-    def mark(self, item: Gap) -> None:
+    def mark(self, item: Gap | RunState) -> None:
         """Queue a marker that every listener receives (a one-shot listener ignores it)."""
         if not self._once:
             self._put(item)
@@ -300,8 +303,8 @@ class EventListener:
     def _drop_oldest(self) -> None:
         queue = self._queue
         oldest = queue.popleft()
-        if isinstance(oldest, Gap):
-            # A gap is rare and says more than any one event; keep it, drop the next.
+        if isinstance(oldest, Gap | RunState):
+            # A marker is rare and says more than any one event; keep it, drop the next.
             if queue:
                 queue.popleft()
             queue.appendleft(oldest)
@@ -394,7 +397,7 @@ class EventWaiter:
             async with asyncio.timeout(self._timeout):
                 async for item in listener:
                     # A one-shot listener gets no markers, only the event.
-                    assert not isinstance(item, Gap | Dropped)
+                    assert not isinstance(item, Gap | Dropped | RunState)
                     return item
         except TimeoutError:
             raise QMPTimeoutError(

@@ -34,7 +34,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from qmpevents.client import Dropped, Gap
+from qmpevents.client import Dropped, Gap, RunState
 from qmpevents.client.backoff import Backoff
 from qmpevents.collect.fanout import Fanout
 from qmpevents.sources import (
@@ -160,6 +160,9 @@ class Endpoint:
                 self._status(False, item.reason)
             elif isinstance(item, Dropped):
                 self._dropped(item.count)
+            elif isinstance(item, RunState):
+                previous = item.previous or ("running" if item.was_running else "stopped")
+                self._status(True, f"run state is {item.status} (was {previous}) after the gap")
             elif not isinstance(item, Gap):  # the outage was recorded at Disconnected
                 record_event(vm, item)
 

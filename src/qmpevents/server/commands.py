@@ -112,6 +112,13 @@ class CommandRegistry:
             raise ConfigError(f"arguments of {spec.name!r} must be a msgspec.Struct type")
         self._commands[spec.name] = spec
 
+    def remove(self, name: str) -> None:
+        """Take ``name`` out: QEMU built without it answers CommandNotFound.
+
+        Raises ``KeyError`` when ``name`` is not registered.
+        """
+        del self._commands[name]
+
     def __iter__(self) -> Iterator[CommandSpec]:
         return iter(self._commands.values())
 

@@ -9,6 +9,8 @@ Iterating it yields, in order:
 - :class:`Disconnected` at once when it loses its connection, before it retries;
 - :class:`Unreachable` when an attempt fails, once per new reason;
 - :class:`~qmpevents.client.Gap` after a reconnect, for the time nobody listened;
+- :class:`~qmpevents.client.RunState` after a reconnect that found the VM in
+  another run state than before (a source that tracks it);
 - :class:`~qmpevents.client.Dropped` when a listener overflowed (a counted loss).
 
 A source that does not reconnect raises instead: ``QMPConnectionError`` (or
@@ -23,7 +25,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
 
-from qmpevents.client import Dropped, Gap
+from qmpevents.client import Dropped, Gap, RunState
 from qmpevents.schema.events import Event
 
 __all__ = ["Connected", "Disconnected", "EventSource", "SourceItem", "Unreachable"]
@@ -53,7 +55,7 @@ class Unreachable:
     reason: str
 
 
-SourceItem = Event | Connected | Disconnected | Unreachable | Gap | Dropped
+SourceItem = Event | Connected | Disconnected | Unreachable | Gap | Dropped | RunState
 
 
 class EventSource(abc.ABC):

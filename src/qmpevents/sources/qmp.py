@@ -21,7 +21,9 @@ from typing import Any
 from qmpevents.addresses import Address, parse_address
 from qmpevents.client import EventListener, Gap, OverflowPolicy, QMPClient
 from qmpevents.client.backoff import Backoff
-from qmpevents.errors import ConnectionLost, QMPConnectionError, QMPTimeoutError
+from qmpevents.client.runstate import RunStateTracker, parse_status
+from qmpevents.errors import CommandError, ConnectionLost, QMPConnectionError, QMPTimeoutError
+from qmpevents.schema.events import Resume, Stop
 from qmpevents.sources.base import (
     Connected,
     Disconnected,
@@ -31,6 +33,8 @@ from qmpevents.sources.base import (
 )
 
 __all__ = ["QMPSource"]
+
+STOP_OR_RESUME = (Stop, Resume)
 
 
 class QMPSource(EventSource):
@@ -90,6 +94,7 @@ class QMPSource(EventSource):
         failing: str | None = None
         lost_at: float | None = None
         started = time.time()
+        run_state = RunStateTracker()
         try:
             while not self._stopping:
                 client = QMPClient(
@@ -114,15 +119,21 @@ class QMPSource(EventSource):
                 failing = None
                 delays = self.backoff.delays()
                 self._receiving = True
+                # Asked before anything is yielded: the consumer may be slow to come back.
+                marker = run_state.connected(await self._query_status(client))
                 now = time.time()
                 yield Connected(now, f"connected to {self.address}")
                 if lost_at is not None:
                     yield Gap(lost_at, now)
+                if marker is not None:
+                    yield marker
                 reason = None
                 async for item in self._drain(listener):
                     if isinstance(item, str):
                         reason = item
                     else:
+                        if isinstance(item, STOP_OR_RESUME):
+                            run_state.observe((item,))
                         yield item
                 self._receiving = False
                 await client.close()
@@ -145,6 +156,13 @@ class QMPSource(EventSource):
             if not self.reconnect:
                 raise
             yield f"connection lost: {error}"
+
+    async def _query_status(self, client: QMPClient) -> tuple[str, bool] | None:
+        """The VM's run state now; None when the server has no query-status or is gone."""
+        try:
+            return parse_status(await client.execute("query-status", timeout=self.greeting_timeout))
+        except (CommandError, ConnectionLost, QMPTimeoutError):
+            return None
 
     def _give_up_if_due(
         self, lost_at: float | None, started: float, error: QMPConnectionError | QMPTimeoutError
