@@ -18,9 +18,11 @@ from qmpevents.cli.watch import (
     json_item,
     parse_watch_target,
     parse_where,
+    printable,
     watch,
 )
 from qmpevents.client.connection import Dropped, Gap
+from qmpevents.protocol.encoding import encode_event
 from qmpevents.schema.decode import decode_event
 from tests.client.test_connection import Peer, fake_qemu_in_thread, passes, report_bad
 
@@ -129,3 +131,12 @@ def test_watch_unreachable_target_exits_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(watch, [str(tmp_path / "nope.sock")])
     assert result.exit_code == 2
     assert "nope: " in result.output and "cannot connect" in result.output
+
+
+def test_control_characters_from_a_vm_never_reach_the_terminal() -> None:
+    evil = encode_event("EVIL\n\x1b]0;owned\x07", 1, 2, {"msg": "a\x1b[2Jb\u202e", "n": 1}).rstrip()
+    line = format_item("vm\n1", decode_event(evil)).plain
+    assert "\n" not in line and "\x1b" not in line and "\x07" not in line
+    assert "\u202e" not in line
+    assert "EVIL\\x0a\\x1b]0;owned\\x07" in line and "vm\\x0a1" in line
+    assert printable("ok é ☃") == "ok é ☃"

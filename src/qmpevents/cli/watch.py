@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -127,6 +128,21 @@ def describe(name: str, data: Mapping[str, Any]) -> str:
     return json.dumps(data, separators=(",", ":")) if data else ""
 
 
+# Control characters (C0, DEL, C1) and bidi overrides: a VM could otherwise
+# move the cursor, retitle the terminal or reorder what the operator reads.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every terminal control character shown as an escape (``\\x1b``)."""
+    return _UNSAFE.sub(
+        lambda m: (
+            f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}"
+        ),
+        text,
+    )
+
+
 def _local_time(epoch: float) -> str:
     return datetime.datetime.fromtimestamp(epoch).strftime("%H:%M:%S.%f")[:-3]
 
@@ -140,7 +156,7 @@ def format_item(vm: str, item: ListenerItem, width: int = 0) -> Text:
     line = Text()
     if isinstance(item, Gap):
         line.append(_local_time(item.ended), _STYLES["time"])
-        line.append(f" {vm:<{width}} ", _STYLES["vm"])
+        line.append(f" {printable(vm):<{width}} ", _STYLES["vm"])
         line.append(
             f"-- no connection from {_local_time(item.started)} "
             f"({item.duration:.1f} s): events in between are lost",
@@ -149,7 +165,7 @@ def format_item(vm: str, item: ListenerItem, width: int = 0) -> Text:
         return line
     if isinstance(item, Dropped | RunState):
         line.append(_local_time(datetime.datetime.now().timestamp()), _STYLES["time"])
-        line.append(f" {vm:<{width}} ", _STYLES["vm"])
+        line.append(f" {printable(vm):<{width}} ", _STYLES["vm"])
         if isinstance(item, Dropped):
             text = f"-- {item.count} event(s) dropped: output too slow"
         else:
@@ -159,11 +175,11 @@ def format_item(vm: str, item: ListenerItem, width: int = 0) -> Text:
         return line
     stamp = item.timestamp.seconds + item.timestamp.microseconds / 1e6
     line.append(_local_time(stamp), _STYLES["time"])
-    line.append(f" {vm:<{width}} ", _STYLES["vm"])
-    line.append(item.name, "bold red" if _is_error(item) else "bold")
+    line.append(f" {printable(vm):<{width}} ", _STYLES["vm"])
+    line.append(printable(item.name), "bold red" if _is_error(item) else "bold")
     details = describe(item.name, plain_data(item))
     if details:
-        line.append(f" {details}")
+        line.append(f" {printable(details)}")
     rule = QEMU_RULES.get(item.name)
     if rule is not None:
         per = f" per {rule.key_member}" if rule.key_member else ""
@@ -246,7 +262,7 @@ async def _watch(
     def fail(vm: str, error: Exception, code: int) -> None:
         nonlocal status
         status = max(status, code)
-        click.echo(f"qmpevents watch: {vm}: {error}", err=True)
+        click.echo(f"qmpevents watch: {printable(vm)}: {printable(str(error))}", err=True)
 
     async def pump(source: EventSource) -> None:
         nonlocal seen
@@ -260,7 +276,9 @@ async def _watch(
                     if not attached:  # never reached: as unreachable as without --reconnect
                         fail(vm, QMPConnectionError(item.reason), 2)
                         return
-                    click.echo(f"qmpevents watch: {vm}: {item.reason}", err=True)
+                    click.echo(
+                        f"qmpevents watch: {printable(vm)}: {printable(item.reason)}", err=True
+                    )
                 else:
                     printer(vm, item)
                     if not isinstance(item, Gap | Dropped | RunState):
