@@ -75,8 +75,8 @@ _DIGIT_RUN: Final = re.compile(rb"[0-9]+")
 _KEYWORD_RUN: Final = re.compile(rb"[a-z]+")
 _WHITESPACE_RUN: Final = re.compile(rb"[ \t\r]+")
 # IN_RECOVERY skips printable bytes and tab; it stops (without consuming) at a
-# control character, 0xFE/0xFF or a bracket/brace.
-_RECOVERY_RUN: Final = re.compile(rb"[^\x00-\x08\x0a-\x1f\xfe\xff\[\]{}]+")
+# control character, 0xFE/0xFF or a structural character: [ ] { } : ,
+_RECOVERY_RUN: Final = re.compile(rb"[^\x00-\x08\x0a-\x1f\xfe\xff\[\]{}:,]+")
 
 _ESCAPES: Final = {
     ord('"'): '"',
@@ -152,7 +152,7 @@ def _decode_string(token: bytes) -> str:
             else:
                 cp = -1
         if not _valid_codepoint(cp):
-            quoted = token[1 + j : 1 + i].decode("utf-8", "replace")
+            quoted = _c_text(token[1 + j : 1 + i])
             raise _ParseFailure(f"{quoted} is not a valid Unicode character")
         out.append(chr(cp))
     return "".join(out)
@@ -179,6 +179,15 @@ def _decode_utf8(raw: bytes) -> str:
 
 
 _MAX_INT_CHARS = 21  # "-9223372036854775808" is 20 characters
+
+
+def _c_text(token: bytes) -> str:
+    """A token as QEMU's error message holds it: a C string, so cut at a NUL byte.
+
+    Invalid UTF-8 stays as surrogate escapes, so that the encoder writes one
+    U+FFFD per bad sequence, as QEMU's JSON writer does.
+    """
+    return token.split(b"\x00", 1)[0].decode("utf-8", "surrogateescape")
 
 
 def _number(kind: str, text: bytes) -> int | float:
@@ -426,7 +435,7 @@ class JSONStreamFramer:
 
     def _lex_error(self, offset_after: int) -> None:
         """A byte no token accepts: report what the lexer held, then resynchronize."""
-        text = bytes(self._token).decode("utf-8", "replace")
+        text = _c_text(bytes(self._token))
         if self._token.endswith(b"\n"):  # the offending byte was a newline
             self._line += 1
             self._line_start = offset_after
@@ -566,7 +575,8 @@ class JSONStreamFramer:
 # Number states that take one more byte, and the token each ends as (None: an
 # unfinished number, where any other byte is an error).
 _NUMBER_TABLE: Final[dict[int, dict[int, int]]] = {
-    _ZERO: {ord("."): _MANTISSA, ord("e"): _EXP_E, ord("E"): _EXP_E},
+    # QEMU's IN_ZERO takes only '.': "0e1" is the integer 0, then keyword "e".
+    _ZERO: {ord("."): _MANTISSA},
     _NONZERO: {ord("."): _MANTISSA, ord("e"): _EXP_E, ord("E"): _EXP_E},
     _NEG: {ord("0"): _ZERO, **{d: _NONZERO for d in b"123456789"}},
     _MANTISSA: {d: _MANTISSA_DIGITS for d in b"0123456789"},

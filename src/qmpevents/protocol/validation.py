@@ -84,7 +84,9 @@ def _report(
     frame: Parsed | JSONParseError, schema: LiveSchema | None, offset: int
 ) -> MessageReport:
     if isinstance(frame, JSONParseError):
-        return MessageReport(frame.line + offset, frame.column, "invalid", None, (frame.desc,))
+        # The framer keeps undecodable bytes as surrogate escapes; a report is text.
+        desc = frame.desc.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return MessageReport(frame.line + offset, frame.column, "invalid", None, (desc,))
     line = frame.line + offset
     value = frame.value
     if not isinstance(value, dict):
