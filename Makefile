@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench reference clean
+.PHONY: demo test lint typecheck pytest bench reference fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+# Differential fuzzing against the installed QEMU, long: several seeds, thousands of inputs.
+fuzz: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m tests.qemu.fuzz $(FUZZ_ARGS)
 
 # Re-record tests/data/qemu-7.2 from the installed QEMU (see tests/data/README.md).
 reference: $(STAMP)
