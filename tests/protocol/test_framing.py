@@ -271,3 +271,13 @@ def test_arbitrary_bytes_never_raise_and_stay_bounded(data: bytes) -> None:
 )
 def test_recovery_and_numbers_as_qemu_7_2_measured(text: bytes, expected: list[Any]) -> None:
     assert frames(text) == expected
+
+
+def test_held_input_never_exceeds_the_token_limit() -> None:
+    framer = JSONStreamFramer(max_token_size=1 << 16)
+    framer.feed(b'"')
+    peak = 0
+    for _ in range(256):  # 4 MiB of one string, 64 times the limit
+        framer.feed(b"a" * (1 << 14))
+        peak = max(peak, framer.buffered)
+    assert peak <= (1 << 16) + 1
