@@ -9,8 +9,8 @@ buffers. The anchor, measured in the same run, is ``encode_event`` alone in one
 process: the ratio says how much of the ceiling the server's fan-out keeps.
 
 The memory case serves 10 reading clients and one that never reads, with the
-default 4 MiB output limit: the stalled client is disconnected and the server's
-RSS stays flat.
+default 4 MiB output limit: the server's RSS and peak RSS (VmHWM) are reported,
+and the stalled client must see its connection closed (EOF, not a timeout).
 """
 
 from __future__ import annotations
@@ -44,11 +44,12 @@ class Burst(msgspec.Struct):
     count: int
 
 def rss(args, ctx):
+    found = {}
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                found[line[2:5].lower()] = int(line.split()[1]) * 1024
+    return found
 
 async def burst(args, ctx):
     server = ctx.server
@@ -63,7 +64,7 @@ async def burst(args, ctx):
 async def main():
     server = QMPServer()
     server.register("x-burst", burst, Burst)
-    server.register("x-rss", rss, returns=int)
+    server.register("x-rss", rss)
     await server.listen_unix(sys.argv[1], multi_client=True)
     print("ready", flush=True)
     await server.wait_closed()
@@ -153,8 +154,8 @@ async def _fan_out(path: str, clients: int, events: int) -> float:
     return events * clients / elapsed
 
 
-async def _stalled_memory(path: str, events: int) -> tuple[int, int, bool]:
-    """(RSS before, RSS after, stalled client disconnected) around a burst."""
+async def _stalled_memory(path: str, events: int) -> tuple[dict[str, int], dict[str, int], int]:
+    """(server memory before, after, bytes the stalled client got before EOF)."""
     control = await _control(path)
     counters = await _counters(path, 10)
     stalled = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -168,12 +169,16 @@ async def _stalled_memory(path: str, events: int) -> tuple[int, int, bool]:
     after = await control.execute("x-rss")
     stalled.settimeout(5)
     received = 0
-    while data := stalled.recv(1 << 20):
-        received += len(data)
-    stalled.close()
-    control.writer.close()
-    assert isinstance(before, int) and isinstance(after, int)
-    return before, after, received < events * 60
+    try:
+        while data := stalled.recv(1 << 20):
+            received += len(data)
+    except TimeoutError:
+        raise SystemExit("the stalled client was never disconnected: output unbounded") from None
+    finally:
+        stalled.close()
+        control.writer.close()
+    assert isinstance(before, dict) and isinstance(after, dict)
+    return before, after, received
 
 
 def _anchor(events: int) -> float:
@@ -202,11 +207,12 @@ async def _run(events: int) -> None:
                 rate = await _fan_out(path, clients, count)
                 emitted = rate / clients
                 print(f"{clients:>7} {emitted:>17,.0f} {rate:>13,.0f} {emitted / anchor:>9.2f}")
-            before, after, cut = await _stalled_memory(path, events * 2)
+            before, after, received = await _stalled_memory(path, events * 2)
             print(
                 f"memory, 10 readers + 1 stalled, {events * 2:,} events: "
-                f"RSS {before / 2**20:.1f} -> {after / 2**20:.1f} MiB; "
-                f"stalled client disconnected: {'yes' if cut else 'no'}"
+                f"RSS {before['rss'] / 2**20:.1f} -> {after['rss'] / 2**20:.1f} MiB, "
+                f"peak (VmHWM) {after['hwm'] / 2**20:.1f} MiB; the stalled client was"
+                f" disconnected (EOF) after {received / 1024:.0f} KiB"
             )
         finally:
             child.terminate()
