@@ -4,9 +4,10 @@ Every error qmpevents raises on purpose derives from :class:`QMPEventsError`, so
 caller can catch everything of ours with one ``except``::
 
     QMPEventsError
-     +-- ProtocolError             bytes or messages on the wire break QMP
+     +-- ProtocolError             what the peer sent breaks QMP (a remote error)
      |    +-- JSONParseError       the JSON stream itself is malformed or over a limit
      |    +-- MessageError         a JSON value that is not a valid QMP message
+     +-- LocalProtocolError        our own side asked for something its state forbids
      +-- SchemaError               a message that the event schema does not accept
      |    +-- ValidationError      one member has the wrong type or value
      +-- CommandError              the server answered a command with an error
@@ -14,7 +15,7 @@ caller can catch everything of ours with one ``except``::
      |    +-- GreetingError        the server's greeting was missing or malformed
      |    +-- ConnectionLost       the connection ended; pending work cannot finish
      +-- QMPTimeoutError           a bounded wait ran out (also a builtin TimeoutError)
-     +-- EventsDropped             a listener's bounded queue overflowed (policy: disconnect)
+     +-- EventsDropped             a listener's bounded queue overflowed (policy: end)
      +-- ConfigError               a bad command line, scenario or configuration file
 
 Errors that come from input keep that input (``raw``) so that a log or a report
@@ -34,6 +35,19 @@ class ProtocolError(QMPEventsError):
     def __init__(self, message: str, raw: bytes | None = None) -> None:
         super().__init__(message)
         self.raw = raw
+
+
+RemoteProtocolError = ProtocolError
+"""The name that says whose fault it is: the peer's (h11's local/remote split)."""
+
+
+class LocalProtocolError(QMPEventsError):
+    """This side misused a protocol session: a transition its state does not allow.
+
+    A bug of the caller, never something the peer sent; so it is not a
+    :class:`ProtocolError`, and code that counts the peer's violations never
+    counts it.
+    """
 
 
 class JSONParseError(ProtocolError):

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from qmpevents.errors import GreetingError, ValidationError
+from qmpevents.errors import GreetingError, LocalProtocolError, ProtocolError, ValidationError
 from qmpevents.protocol.client_session import (
     ClientSession,
     ClientState,
@@ -17,6 +17,7 @@ from qmpevents.protocol.client_session import (
     Response,
     require_greeting,
 )
+from qmpevents.protocol.states import CLIENT_MOVES
 from qmpevents.schema.events import Event, GenericEvent, KnownEvent, QuorumReportBad
 from tests.helpers import TRANSCRIPTS, load_transcript, raw_bytes
 
@@ -159,12 +160,26 @@ def test_close_mid_message() -> None:
     assert session.state is ClientState.CLOSED
 
 
-def test_late_reply_to_a_cancelled_request_is_ignored() -> None:
+def test_moves_the_state_table_forbids_are_local_errors_not_protocol_errors() -> None:
+    fresh = ClientSession()
+    with pytest.raises(LocalProtocolError, match="cannot send-negotiation in state awaiting"):
+        fresh.negotiate()
+    with pytest.raises(LocalProtocolError, match="cannot send-command"):
+        fresh.command("query-status")
     session = ready_session()
     request_id, _ = session.command("query-status")
-    session.cancel(request_id)
-    assert session.receive_data(b'{"return": {}, "id": %d}\r\n' % request_id) == []
-    assert session.protocol_errors == 0 and session.pending == 0
+    with pytest.raises(LocalProtocolError, match="already waiting"):
+        session.command("query-status", request_id=request_id)
+    session.receive_eof()
+    with pytest.raises(LocalProtocolError, match="in state closed"):
+        session.command("query-status")
+    assert not issubclass(LocalProtocolError, ProtocolError)
+    assert session.protocol_errors == 0  # our own misuse is never counted as the peer's
+
+
+def test_every_client_move_is_in_the_table() -> None:
+    assert CLIENT_MOVES[(ClientState.NEGOTIATING, "negotiated")] is ClientState.READY
+    assert all((state, "eof") in CLIENT_MOVES for state in ClientState)
 
 
 _GREETING = (

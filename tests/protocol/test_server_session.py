@@ -6,8 +6,10 @@ from typing import Any
 
 import pytest
 
+from qmpevents.errors import LocalProtocolError
 from qmpevents.protocol.requests import Request
 from qmpevents.protocol.server_session import GreetingInfo, Reply, ServerSession
+from qmpevents.protocol.states import ServerState, server_move
 from tests.helpers import load_transcript, raw_bytes
 
 QEMU_GREETING = GreetingInfo(package="Debian 1:7.2+dfsg-7+deb12u18+b3")
@@ -117,3 +119,14 @@ def test_reply_echoes_null_id_but_adds_none_when_absent() -> None:
     assert isinstance(with_null, Request) and isinstance(without, Request)
     assert session.reply(with_null, {}) == b'{"return": {}, "id": null}\r\n'
     assert session.reply(without, {}) == b'{"return": {}}\r\n'
+
+
+def test_the_server_session_state_follows_its_table() -> None:
+    session = ServerSession()
+    assert session.state is ServerState.NEGOTIATING
+    session.receive_data(b'{"execute": "qmp_capabilities"}\n')
+    assert session.state is ServerState.READY and session.negotiated
+    session.receive_eof()
+    assert session.state is ServerState.CLOSED
+    with pytest.raises(LocalProtocolError, match="cannot negotiated in state closed"):
+        server_move(ServerState.CLOSED, "negotiated")

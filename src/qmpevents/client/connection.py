@@ -118,7 +118,7 @@ class _Protocol(asyncio.Protocol):
         client = self.client
         events: list[Event] = []
         others: list[ServerMessage] = []
-        self.session.receive_into(data, events, others)
+        self.session._receive_into(data, events, others)
         for message in others:
             if isinstance(message, Response | ErrorResponse):
                 client._reply(message)
@@ -126,7 +126,7 @@ class _Protocol(asyncio.Protocol):
                 client._violation(self, message)
             elif isinstance(message, Greeting):
                 client._greeted(self, message)
-            else:  # pragma: no cover - receive_into puts every event in `events`
+            else:  # pragma: no cover - _receive_into puts every event in `events`
                 raise AssertionError(f"unexpected message {message!r}")
         # Events go out after the replies of the same read: an awaiting
         # execute() resumes only later, so it still finds these events queued.

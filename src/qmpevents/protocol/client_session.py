@@ -13,7 +13,6 @@ Events may arrive anywhere, including between the greeting and the reply to
 
 from __future__ import annotations
 
-import enum
 import itertools
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -23,24 +22,17 @@ import msgspec
 from qmpevents.errors import (
     GreetingError,
     JSONParseError,
+    LocalProtocolError,
     MessageError,
     ProtocolError,
     ValidationError,
 )
 from qmpevents.protocol.lines import DEFAULT_MAX_LINE, LineFramer, OversizedLine
+from qmpevents.protocol.states import ClientState, client_move
 from qmpevents.schema.decode import MODELED_DECODER, decode_event
 from qmpevents.schema.events import RAW_KEY, Event, GenericEvent, bind_raw
 
 _EVENT_PREFIX: Final = b'{"timestamp"'
-
-
-class ClientState(enum.Enum):
-    """Where a client connection is in its life."""
-
-    AWAITING_GREETING = "awaiting-greeting"
-    NEGOTIATING = "negotiating"
-    READY = "ready"
-    CLOSED = "closed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +131,6 @@ _GENERIC: Final = msgspec.json.Decoder(GenericEvent)
 class _Pending:
     command: str
     id: Any
-    cancelled: bool = False  # nobody waits: the reply is consumed silently
 
 
 @dataclass(slots=True)
@@ -166,8 +157,8 @@ class ClientSession:
 
     def negotiate(self, *, enable_oob: bool = True) -> bytes:
         """The ``qmp_capabilities`` request, asking for oob when the server offers it."""
-        if self.state is not ClientState.NEGOTIATING or self.greeting is None:
-            raise MessageError(f"cannot negotiate in state {self.state.value}")
+        self.state = client_move(self.state, "send-negotiation")
+        assert self.greeting is not None  # NEGOTIATING follows the greeting
         enable = ["oob"] if enable_oob and "oob" in self.greeting.capabilities else []
         arguments = {"enable": enable} if enable else None
         request_id, data = self.command("qmp_capabilities", arguments)
@@ -188,24 +179,17 @@ class ClientSession:
         The id is a fresh integer unless ``request_id`` names one (any JSON value
         but null; it must not be in use by another pending request).
         """
-        if self.state is ClientState.CLOSED:
-            raise MessageError("the connection is closed")
+        self.state = client_move(self.state, "send-command")
         if request_id is None:
             request_id = next(self._ids)
         elif request_id in self._pending:
-            raise MessageError(f"request id {request_id!r} is already waiting for a reply")
+            raise LocalProtocolError(f"request id {request_id!r} is already waiting for a reply")
         message: dict[str, Any] = {("exec-oob" if oob else "execute"): name}
         if arguments:
             message["arguments"] = arguments
         message["id"] = request_id
         self._pending[request_id] = _Pending(name, request_id)
         return request_id, msgspec.json.encode(message) + b"\n"
-
-    def cancel(self, request_id: Any) -> None:
-        """Nobody waits for this request any more: its late reply is ignored, not an error."""
-        pending = self._pending.get(request_id)
-        if pending is not None:
-            pending.cancelled = True
 
     @property
     def negotiation_id(self) -> Any:
@@ -222,15 +206,15 @@ class ClientSession:
     def receive_data(self, data: bytes) -> list[ServerMessage]:
         """Feed bytes from the server; returns the messages they completed, in order."""
         out: list[ServerMessage] = []
-        self.receive_into(data, out, out)
+        self._receive_into(data, out, out)
         return out
 
-    def receive_into(self, data: bytes, events: _EventSink, others: list[ServerMessage]) -> None:
-        """Feed bytes; append events to ``events`` and every other message to ``others``.
+    def _receive_into(self, data: bytes, events: _EventSink, others: list[ServerMessage]) -> None:
+        """Internal, for the client's transport: feed bytes, split events from the rest.
 
-        Each list keeps the order of what it gets; pass the same list twice for
-        one ordered stream. Splitting lets an event consumer skip a dispatch per
-        message: this is the client's hot path.
+        Events go to ``events`` and every other message to ``others``, each in
+        order (the same list twice gives one ordered stream). Splitting lets the
+        transport skip a dispatch per message: this is the client's hot path.
         """
         decode = MODELED_DECODER.decode
         append_event = events.append
@@ -276,7 +260,7 @@ class ClientSession:
 
     def receive_eof(self) -> ProtocolError | None:
         """The server closed; returns an error when it stopped mid-message."""
-        self.state = ClientState.CLOSED
+        self.state = client_move(self.state, "eof")
         tail = self._framer.close()
         if tail and tail.strip():
             return ProtocolError(
@@ -298,9 +282,7 @@ class ClientSession:
         elif envelope.QMP is not None:
             out.append(self._greeting(envelope.QMP, line))
         elif envelope.return_ is not msgspec.UNSET or envelope.error is not None:
-            reply = self._reply(envelope, line)
-            if reply is not None:
-                out.append(reply)
+            out.append(self._reply(envelope, line))
         else:
             out.append(
                 self._violation(
@@ -323,6 +305,7 @@ class ClientSession:
 
     def _greeting(self, body: _GreetingBody, line: bytes) -> ServerMessage:
         if self.state is not ClientState.AWAITING_GREETING:
+            # The peer's mistake, not ours: a violation, not a LocalProtocolError.
             return self._violation(MessageError("second greeting from the server", line))
         triple = body.version.qemu
         self.greeting = Greeting(
@@ -333,10 +316,10 @@ class ClientSession:
             tuple(body.capabilities),
             line,
         )
-        self.state = ClientState.NEGOTIATING
+        self.state = client_move(self.state, "greeting")
         return self.greeting
 
-    def _reply(self, envelope: _Envelope, line: bytes) -> ServerMessage | None:
+    def _reply(self, envelope: _Envelope, line: bytes) -> ServerMessage:
         request_id = (
             _ANY.decode(envelope.id) if not isinstance(envelope.id, msgspec.UnsetType) else None
         )
@@ -348,10 +331,8 @@ class ClientSession:
             )
         if request_id == self._negotiation_id:
             self._negotiation_id = None
-            if envelope.error is None:
-                self.state = ClientState.READY
-        if pending.cancelled:
-            return None
+            outcome = "negotiated" if envelope.error is None else "negotiation-refused"
+            self.state = client_move(self.state, outcome)
         if envelope.error is not None:
             return ErrorResponse(
                 request_id, pending.command, envelope.error.class_, envelope.error.desc, line

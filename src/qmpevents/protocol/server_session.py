@@ -36,6 +36,7 @@ from qmpevents.protocol.requests import (
     parse_request,
     return_message,
 )
+from qmpevents.protocol.states import ServerState, server_move
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +85,13 @@ class ServerSession:
     ) -> None:
         self.greeting = greeting or GreetingInfo()
         self._framer = framer or JSONStreamFramer()
-        self.negotiated = False
+        self.state = ServerState.NEGOTIATING
         self.oob_enabled = False
+
+    @property
+    def negotiated(self) -> bool:
+        """Whether the client finished negotiation (command mode: events reach it)."""
+        return self.state is ServerState.READY
 
     def greeting_bytes(self) -> bytes:
         """The greeting line QEMU sends as soon as a client connects."""
@@ -97,17 +103,13 @@ class ServerSession:
 
     def receive_eof(self) -> list[WorkItem]:
         """The client closed its side: whatever it left unfinished is dropped, as QEMU does."""
+        self.state = server_move(self.state, "eof")
         self._framer = JSONStreamFramer(
             max_token_size=self._framer.max_token_size,
             max_token_count=self._framer.max_token_count,
             max_nesting=self._framer.max_nesting,
         )
         return []
-
-    @property
-    def buffered(self) -> int:
-        """Bytes of an unfinished token held by the framer."""
-        return self._framer.buffered
 
     def reply(self, request: Request, value: Any) -> bytes:
         """The success reply to ``request``."""
@@ -125,8 +127,9 @@ class ServerSession:
             return Reply(self.reply_error(request, request.error_class, request.desc))
         if request.command == "qmp_capabilities" and not request.oob:
             return Reply(self._capabilities(request))
-        if not self.negotiated:
+        if self.state is not ServerState.READY:
             return Reply(self.reply_error(request, COMMAND_NOT_FOUND, _NEEDS_NEGOTIATION))
+        self.state = server_move(self.state, "dispatch")
         return request
 
     def _capabilities(self, request: Request) -> bytes:
@@ -136,7 +139,7 @@ class ServerSession:
             arguments = convert_arguments(CapabilitiesArguments, request.arguments)
         except ArgumentError as error:
             return self.reply_error(request, GENERIC_ERROR, error.desc)
-        if self.negotiated:
+        if self.state is ServerState.READY:
             return self.reply_error(
                 request,
                 COMMAND_NOT_FOUND,
@@ -149,6 +152,6 @@ class ServerSession:
             return self.reply_error(
                 request, GENERIC_ERROR, f"Capability {', '.join(unavailable)} not available"
             )
-        self.negotiated = True
+        self.state = server_move(self.state, "negotiated")
         self.oob_enabled = "oob" in enable
         return self.reply(request, {})
