@@ -210,3 +210,23 @@ async def test_huge_token_is_refused_without_memory_growth(
     assert await bystander.execute("query-status") == {
         "return": {"status": "running", "singlestep": False, "running": True}
     }
+
+
+async def test_exec_oob_answers_before_work_queued_ahead_of_it(
+    make_server: Callable[..., Any], clients: list[RawClient]
+) -> None:
+    """Measured on QEMU 7.2 with oob enabled: the out-of-band reply overtakes a
+    queued command and a queued parse error read in the same chunk."""
+    _, path = await make_server()
+    client = await RawClient.connect(path)
+    clients.append(client)
+    await client.send(b'{"execute": "qmp_capabilities", "arguments": {"enable": ["oob"]}}\n')
+    await client.line()
+    await client.send(
+        b'{"execute": "query-status", "id": "q"}\n[1]\n'
+        b'{"exec-oob": "migrate-pause", "id": "o"}\n'
+    )
+    first, second, third = [await client.message() for _ in range(3)]
+    assert first["id"] == "o"
+    assert second["id"] == "q"
+    assert third == {"error": {"class": "GenericError", "desc": "QMP input must be a JSON object"}}

@@ -86,11 +86,15 @@ class Monitor(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closed:
             return
+        # With oob, QEMU's I/O thread runs an exec-oob at once while everything
+        # else (parse errors included) waits for the dispatcher: so here too,
+        # replies then go through the queue, which lets out-of-band work go first.
+        direct = not self.session.oob_enabled
         for item in self.session.receive_data(data):
             if isinstance(item, Request) and item.oob:
                 # Out of band: runs beside the queue and answers as soon as it is done.
                 self._server.spawn(self._run(item), self.peer)
-            elif not self._queue and self._worker is None and isinstance(item, Reply):
+            elif direct and not self._queue and self._worker is None and isinstance(item, Reply):
                 self.send(item.data)
             else:
                 self._enqueue(item)
@@ -170,6 +174,10 @@ class Monitor(asyncio.Protocol):
 
     async def _drain(self) -> None:
         try:
+            if self.session.oob_enabled:
+                # One turn of the loop: exec-oob requests read with this work
+                # were spawned after this task, and must answer before it.
+                await asyncio.sleep(0)
             # A closing connection (quit, server close) runs nothing more.
             while self._queue and not self._closed:
                 item = self._queue.popleft()
