@@ -6,6 +6,9 @@ import asyncio
 import os
 import socket
 import stat
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -141,3 +144,42 @@ async def test_several_listeners_share_events(tmp_path: Path) -> None:
     finally:
         await server.close()
     assert not any(os.path.exists(path) for path in paths)
+
+
+def test_running_out_of_descriptors_is_logged_once_not_per_accept(tmp_path: Path) -> None:
+    """In a child with a low RLIMIT_NOFILE: hundreds of connects, one log line."""
+    script = textwrap.dedent(
+        """
+        import asyncio, io, logging, os, resource, socket, sys
+        from qmpevents.server import QMPServer
+        buf = io.StringIO()
+        logging.basicConfig(stream=buf, level=logging.WARNING)
+        async def main():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+            server = QMPServer()
+            await server.listen_unix(sys.argv[1], multi_client=True)
+            socks = []
+            for _ in range(200):
+                try:
+                    s = socket.socket(socket.AF_UNIX)
+                    s.setblocking(False)
+                    s.connect(sys.argv[1])
+                except OSError:
+                    break
+                socks.append(s)
+                await asyncio.sleep(0)
+            await asyncio.sleep(1.5)
+            await server.close()
+        asyncio.run(main())
+        print(buf.getvalue())
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "q.sock")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.count("cannot accept new QMP connections") == 1, result.stdout[:2000]
+    assert "Traceback" not in result.stdout + result.stderr

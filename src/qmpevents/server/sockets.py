@@ -16,11 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import os
 import socket
 import stat
+import time
+import weakref
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from qmpevents.addresses import is_loopback
 from qmpevents.errors import ConfigError
@@ -30,6 +33,52 @@ if TYPE_CHECKING:
     from qmpevents.server.server import QMPServer
 
 __all__ = ["Listener", "open_tcp_listener", "open_unix_listener"]
+
+# asyncio's accept loop logs this, with a traceback, for every accept() that
+# fails with EMFILE/ENFILE: up to a backlog's worth per retry, thousands a second.
+_ACCEPT_EXHAUSTED = "socket.accept() out of system resource"
+# While it lasts, the outage is logged once per this many seconds, with a count.
+_EXHAUSTED_LOG_INTERVAL = 60.0
+_filtered_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+log = logging.getLogger("qmpevents.server")
+
+
+def _quiet_accept_exhaustion(loop: asyncio.AbstractEventLoop) -> None:
+    """Log running out of file descriptors once, not per failed accept.
+
+    asyncio already stops accepting for a second after such a failure; this only
+    keeps the log readable. Every other exception goes to the handler that was
+    there before (or asyncio's default).
+    """
+    if loop in _filtered_loops:
+        return
+    _filtered_loops.add(loop)
+    previous = loop.get_exception_handler()
+    last_logged = -_EXHAUSTED_LOG_INTERVAL
+    suppressed = 0
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        nonlocal last_logged, suppressed
+        if context.get("message") != _ACCEPT_EXHAUSTED:
+            if previous is not None:
+                previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+            return
+        now = time.monotonic()
+        if now - last_logged < _EXHAUSTED_LOG_INTERVAL:
+            suppressed += 1
+            return
+        more = f" ({suppressed} more failures since the last report)" if suppressed else ""
+        log.error(
+            "cannot accept new QMP connections: %s; retrying every second%s",
+            context.get("exception"),
+            more,
+        )
+        last_logged, suppressed = now, 0
+
+    loop.set_exception_handler(handler)
+
 
 # Room for bursts of clients connecting at once (a unix connect fails outright,
 # rather than waiting, when the backlog is full); the kernel caps it at somaxconn.
@@ -118,6 +167,7 @@ async def open_unix_listener(
         inode = os.stat(path).st_ino
         listener = Listener(server, f"unix:{path}", monitors, multi_client=multi_client)
         loop = asyncio.get_running_loop()
+        _quiet_accept_exhaustion(loop)
         listener._asyncio_server = await loop.create_unix_server(
             listener.protocol_factory, sock=sock, backlog=_BACKLOG
         )
@@ -149,6 +199,7 @@ async def open_tcp_listener(
         )
     listener = Listener(server, f"tcp:{host}:{port}", monitors, multi_client=multi_client)
     loop = asyncio.get_running_loop()
+    _quiet_accept_exhaustion(loop)
     asyncio_server = await loop.create_server(
         listener.protocol_factory, host, port, backlog=_BACKLOG
     )
