@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench reference fuzz clean
+.PHONY: demo test lint typecheck pytest bench reference fuzz stress clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ bench: $(STAMP)
 # Differential fuzzing against the installed QEMU, long: several seeds, thousands of inputs.
 fuzz: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m tests.qemu.fuzz $(FUZZ_ARGS)
+
+# The server under random input, slowloris, non-readers and churn, ten times CI's run.
+stress: $(STAMP)
+	$(BIN)/python -m tests.server.stress $(STRESS_ARGS)
 
 # Re-record tests/data/qemu-7.2 from the installed QEMU (see tests/data/README.md).
 reference: $(STAMP)
