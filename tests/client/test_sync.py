@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from qmpevents.client.sync import SyncClient
-from qmpevents.errors import CommandError, QMPConnectionError, QMPTimeoutError
+from qmpevents.errors import CommandError, ConfigError, QMPConnectionError, QMPTimeoutError
 from qmpevents.schema.events import DumpCompleted
 from tests.client.test_connection import Peer, event, fake_qemu_in_thread
 
@@ -56,4 +56,11 @@ def test_connection_errors_stop_the_background_loop(tmp_path: Path) -> None:
     before = threading.active_count()
     with pytest.raises(QMPConnectionError):
         SyncClient(tmp_path / "missing.sock")
+    assert threading.active_count() == before
+
+
+def test_a_bad_target_raises_and_leaves_no_thread_behind() -> None:
+    before = threading.active_count()
+    with pytest.raises(ConfigError, match="1-65535"):
+        SyncClient("localhost:0")
     assert threading.active_count() == before

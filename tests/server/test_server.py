@@ -220,3 +220,20 @@ async def test_ids_qemu_echoes_however_deep_or_long(
     assert (await client.line()).endswith(b'"id": 2}\r\n')
     await client.send(b'{"execute": "query-status", "id": ' + b"1" * 4301 + b"}\n")
     assert (await client.line()).endswith(b'"id": inf}\r\n')
+
+
+async def test_close_awaits_the_tasks_it_cancels(make_server: Callable[..., Any]) -> None:
+    server, _ = await make_server()
+    cleaned: list[str] = []
+
+    async def work() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await asyncio.sleep(0)  # cleanup that needs the loop once more
+            cleaned.append("done")
+
+    server.spawn(work(), "worker")
+    await asyncio.sleep(0)
+    await server.close()
+    assert cleaned == ["done"]

@@ -57,12 +57,13 @@ class SyncClient:
     """
 
     def __init__(self, target: str | os.PathLike[str] | Address, **options: Any) -> None:
+        # Built first: a bad target or option raises before any thread exists.
+        self._client = QMPClient(target, **options)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name=f"qmp-client {target}", daemon=True
         )
         self._thread.start()
-        self._client = QMPClient(target, **options)
         try:
             self._run(self._client.connect())
         except BaseException:

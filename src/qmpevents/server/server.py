@@ -299,8 +299,16 @@ class QMPServer:
                 if monitor.write_buffer_size():
                     log.warning("%s: output not flushed in time, dropped", monitor.peer)
                 monitor.abort()
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        if tasks:
+            # Let them finish their cleanup, but never wait on one forever.
+            _, stuck = await asyncio.wait(tasks, timeout=_CLOSE_FLUSH_TIMEOUT)
+            for task in stuck:
+                log.warning(
+                    "server task %s did not end within %s s", task.get_name(), _CLOSE_FLUSH_TIMEOUT
+                )
         log.info("server closed (exit status %d)", self.exit_status)
         self._closed.set()
 
