@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from qmpevents.errors import JSONParseError, SchemaError, ValidationError
@@ -125,3 +126,22 @@ def test_malformed_json_is_a_parse_error(raw: bytes) -> None:
     with pytest.raises(JSONParseError, match=r"^JSON parse error, ") as info:
         decode_event(raw)
     assert info.value.raw == raw
+
+
+def test_wording_comes_from_the_model_not_from_msgspecs_messages(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Whatever msgspec says, the reported problem is ours.
+    import qmpevents.schema.decode as decode_module
+
+    class Reworded(msgspec.ValidationError):
+        def __str__(self) -> str:
+            return "Ein Fehler ist aufgetreten"
+
+    class Decoder:
+        def decode(self, raw: bytes) -> object:
+            raise Reworded()
+
+    monkeypatch.setattr(decode_module, "MODELED_DECODER", Decoder())
+    with pytest.raises(ValidationError, match=r"data\.sector-num: expected int, got str"):
+        decode_event(qrb(QRB_DATA.replace(b'"sector-num": 0', b'"sector-num": "0"')))

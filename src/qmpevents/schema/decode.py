@@ -7,12 +7,13 @@ only after that decoder has refused the input, so valid traffic never pays for i
 
 from __future__ import annotations
 
-import re
+from typing import Any
 
 import msgspec
 
 from qmpevents.errors import JSONParseError, ValidationError
 from qmpevents.schema.events import EVENT_TYPES, Event, GenericEvent, ModeledEvent, bind_raw
+from qmpevents.schema.explain import explain
 from qmpevents.schema.problems import MISSING, wrong_type
 
 __all__ = ["MODELED_DECODER", "UNNAMED_EVENT", "decode_event"]
@@ -69,40 +70,15 @@ def _decode_refused(raw: bytes, exc: msgspec.DecodeError) -> GenericEvent:
     if not isinstance(name, str):
         raise ValidationError(UNNAMED_EVENT, "event", wrong_type("str", name), raw) from None
     if name in EVENT_TYPES:
-        raise _translate(name, exc, raw) from None
+        raise _explained(name, EVENT_TYPES[name], message, raw) from None
     try:
         return _GENERIC.decode(raw)
-    except msgspec.ValidationError as generic_exc:
-        raise _translate(name, generic_exc, raw) from None
+    except msgspec.ValidationError:
+        raise _explained(name, GenericEvent, message, raw) from None
 
 
-# msgspec words its errors as "<what> - at `$.data.sector-num`"; the location part
-# is absent for problems at the top level.
-_LOCATION = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
-_WRONG_TYPE = re.compile(r"^Expected `(?P<expected>[^`]+)`, got `(?P<got>[^`]+)`$")
-_CONSTRAINT = re.compile(r"^Expected `(?P<expected>[^`]+)` (?P<constraint>[<>=!]+ .+)$")
-_MISSING = re.compile(r"^Object missing required field `(?P<member>[^`]+)`$")
-_BAD_VALUE = re.compile(r"^Invalid (?:enum )?value (?P<value>.+)$", re.DOTALL)
-
-
-def _translate(event: str, exc: msgspec.ValidationError, raw: bytes) -> ValidationError:
-    """Turn msgspec's wording into ours: ``data.sector-num: expected int, got str``."""
-    located = _LOCATION.match(str(exc))
-    assert located is not None  # the pattern matches any string
-    what = located["what"]
-    path = (located["path"] or "").lstrip(".")
-    if match := _WRONG_TYPE.match(what):
-        # An optional member is modeled as `T | None`; QAPI has no null there.
-        expected = match["expected"].removesuffix(" | null")
-        problem = f"expected {expected}, got {match['got']}"
-    elif match := _CONSTRAINT.match(what):
-        problem = f"expected {match['expected']} {match['constraint']}"
-    elif match := _MISSING.match(what):
-        path = f"{path}.{match['member']}" if path else match["member"]
-        problem = MISSING
-    elif match := _BAD_VALUE.match(what):
-        # A bad tag of a nested union is a bad value of QAPI's discriminator enum.
-        problem = f"invalid enum value {match['value']}"
-    else:
-        problem = what[:1].lower() + what[1:]
-    return ValidationError(event, path, problem, raw)
+def _explained(
+    name: str, struct_type: type[msgspec.Struct], message: dict[str, Any], raw: bytes
+) -> ValidationError:
+    path, problem = explain(struct_type, message)
+    return ValidationError(name, path, problem, raw)
