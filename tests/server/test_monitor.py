@@ -223,8 +223,7 @@ async def test_exec_oob_answers_before_work_queued_ahead_of_it(
     await client.send(b'{"execute": "qmp_capabilities", "arguments": {"enable": ["oob"]}}\n')
     await client.line()
     await client.send(
-        b'{"execute": "query-status", "id": "q"}\n[1]\n'
-        b'{"exec-oob": "migrate-pause", "id": "o"}\n'
+        b'{"execute": "query-status", "id": "q"}\n[1]\n{"exec-oob": "migrate-pause", "id": "o"}\n'
     )
     first, second, third = [await client.message() for _ in range(3)]
     assert first["id"] == "o"
