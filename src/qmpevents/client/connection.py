@@ -32,7 +32,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Final
 
@@ -59,18 +59,18 @@ from qmpevents.schema.events import Event
 from qmpevents.schema.live import LiveSchema
 
 from .backoff import Backoff
+from .hub import ListenerHub
 from .listeners import (
     Dropped,
-    EventFilter,
     EventListener,
     EventWaiter,
     Gap,
     ListenerItem,
     OverflowPolicy,
-    RunState,
     plain_data,
 )
 from .runstate import RunStateTracker, parse_status
+from .transport import ClientProtocol, open_transport
 
 # The listener types are re-exported: users of the client name them.
 __all__ = [
@@ -89,53 +89,6 @@ _log = logging.getLogger(__name__)
 _HOLD_LIMIT: Final = 100_000
 # How much of a bad message a log line or error shows.
 _CONTEXT: Final = 200
-
-
-async def _open_transport(
-    address: Address, loop: asyncio.AbstractEventLoop, factory: Callable[[], asyncio.Protocol]
-) -> None:
-    """Connect a new transport to the protocol that ``factory`` makes."""
-    if address.path is not None:
-        await loop.create_unix_connection(factory, address.path)
-    else:
-        assert address.host is not None and address.port is not None
-        await loop.create_connection(factory, address.host, address.port)
-
-
-class _Protocol(asyncio.Protocol):
-    """One connection: bytes -> ClientSession -> the client's handlers."""
-
-    def __init__(self, client: QMPClient, session: ClientSession) -> None:
-        self.client = client
-        self.session = session
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        client = self.client
-        events: list[Event] = []
-        others: list[ServerMessage] = []
-        self.session._receive_into(data, events, others)
-        for message in others:
-            if isinstance(message, Response | ErrorResponse):
-                client._reply(message)
-            elif isinstance(message, ProtocolViolation):
-                client._violation(self, message)
-            elif isinstance(message, Greeting):
-                client._greeted(self, message)
-            else:  # pragma: no cover - _receive_into puts every event in `events`
-                raise AssertionError(f"unexpected message {message!r}")
-        # Events go out after the replies of the same read: an awaiting
-        # execute() resumes only later, so it still finds these events queued.
-        if events:
-            client._events(events)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        tail = self.session.receive_eof()
-        self.client._lost(self, exc, tail)
 
 
 class QMPClient:
@@ -181,13 +134,12 @@ class QMPClient:
         self.schema: LiveSchema | None = None
         self.protocol_errors = 0
         self.invalid_events = 0
-        self._listeners: tuple[EventListener, ...] = ()
-        self._full: set[EventListener] = set()  # blocking listeners holding reading back
+        self._hub = ListenerHub(self._update_reading)
         self._holding: list[Event] | None = None
         self._failure: BaseException | None = None  # why the reconnect gave up
         self._run_state = RunStateTracker()  # used when reconnecting
         self._reading_paused = False
-        self._protocol: _Protocol | None = None
+        self._protocol: ClientProtocol | None = None
         self._replies: dict[Any, asyncio.Future[Response | ErrorResponse]] = {}
         self._greeting_waiter: asyncio.Future[Greeting] | None = None
         self._ready: asyncio.Event | None = None
@@ -229,7 +181,7 @@ class QMPClient:
         if protocol is not None and protocol.transport is not None:
             protocol.transport.close()
         self._fail_pending(ConnectionLost(f"{self.target}: the client was closed"))
-        self._end_listeners(None)
+        self._hub.end_all(None, closing=True)
 
     async def __aenter__(self) -> QMPClient:
         await self.connect()
@@ -247,7 +199,7 @@ class QMPClient:
         """One connection attempt and handshake; on failure nothing stays open."""
         loop = asyncio.get_running_loop()
         session = ClientSession(max_line=self.max_line)
-        protocol = _Protocol(self, session)
+        protocol = ClientProtocol(self, session)
         self._greeting_waiter = loop.create_future()
         self._protocol = protocol
         self._reading_paused = False  # a new transport reads until told otherwise
@@ -257,7 +209,7 @@ class QMPClient:
         run_state: tuple[str, bool] | None = None
         try:
             async with asyncio.timeout(self.greeting_timeout):
-                await _open_transport(self.target, loop, lambda: protocol)
+                await open_transport(self.target, loop, lambda: protocol)
                 self.greeting = await self._greeting_waiter
                 if self.negotiate:
                     data = session.negotiate()
@@ -289,10 +241,10 @@ class QMPClient:
             self._greeting_waiter = None
         held, self._holding = self._holding, None
         if self._dropped_at is not None:
-            self._mark(Gap(self._dropped_at, time.time()))
+            self._hub.mark(Gap(self._dropped_at, time.time()))
         marker = self._run_state.connected(run_state)
         if marker is not None:
-            self._mark(marker)
+            self._hub.mark(marker)
         if held:
             self._events(held)
         self._dropped_at = None
@@ -305,11 +257,7 @@ class QMPClient:
         reply = await self._request(*session.command("query-status"))
         return None if isinstance(reply, ErrorResponse) else parse_status(reply.value)
 
-    def _mark(self, marker: Gap | RunState) -> None:
-        for listener in self._listeners:
-            listener.mark(marker)
-
-    def _abandon(self, protocol: _Protocol) -> None:
+    def _abandon(self, protocol: ClientProtocol) -> None:
         if self._protocol is protocol:
             self._protocol = None
         if protocol.transport is not None:
@@ -343,7 +291,7 @@ class QMPClient:
             raise QMPTimeoutError(f"{command}: no reply within {timeout} s") from None
         return self._value(reply)
 
-    async def _usable(self) -> _Protocol:
+    async def _usable(self) -> ClientProtocol:
         while True:
             if self._closed or self._ready is None:
                 failure = self._failure
@@ -398,16 +346,9 @@ class QMPClient:
         (``{"result.status": "failed"}``). See :class:`~qmpevents.client.listeners.EventListener`
         for the queue bound, the overflow ``policy`` and the markers it yields.
         """
-        listener = EventListener(
-            EventFilter(names, where),
-            maxsize=maxsize,
-            policy=policy,
-            leave=self._leave,
-            pressure=self._pressure,
-            hard_limit=hard_limit,
+        return self._hub.listener(
+            names, where, maxsize=maxsize, policy=policy, hard_limit=hard_limit
         )
-        self._join(listener)
-        return listener
 
     def wait_for(
         self,
@@ -423,27 +364,7 @@ class QMPClient:
         Awaiting raises :class:`~qmpevents.errors.QMPTimeoutError` after ``timeout``
         seconds in total.
         """
-        names = (name,) if isinstance(name, str) else tuple(name)
-        # One event, then it closes: it never fills, so it never holds reading back.
-        listener = EventListener(
-            EventFilter(names, where), maxsize=1, policy="drop-oldest", leave=self._leave, once=True
-        )
-        self._join(listener)
-        return EventWaiter(listener, timeout)
-
-    def _join(self, listener: EventListener) -> None:
-        if self._closed:
-            listener.end()
-        else:
-            # Copy on write: dispatch iterates a tuple that a listener may leave mid-way.
-            self._listeners = (*self._listeners, listener)
-
-    def _pressure(self, listener: EventListener, full: bool) -> None:
-        if full:
-            self._full.add(listener)
-        else:
-            self._full.discard(listener)
-        self._update_reading()
+        return self._hub.waiter((name,) if isinstance(name, str) else name, where, timeout)
 
     def _update_reading(self) -> None:
         """Read while no listener is full, or while a reply is awaited (backpressure)."""
@@ -451,21 +372,13 @@ class QMPClient:
         transport = protocol.transport if protocol is not None else None
         if transport is None or transport.is_closing():
             return
-        pause = bool(self._full) and not self._replies
+        pause = self._hub.holding_back and not self._replies
         if pause != self._reading_paused:
             self._reading_paused = pause
             if pause:
                 transport.pause_reading()
             else:
                 transport.resume_reading()
-
-    def _leave(self, listener: EventListener) -> None:
-        self._listeners = tuple(other for other in self._listeners if other is not listener)
-
-    def _end_listeners(self, error: BaseException | None) -> None:
-        listeners, self._listeners = self._listeners, ()
-        for listener in listeners:
-            listener.end(error)
 
     # -- what the protocol reports -------------------------------------------------
 
@@ -496,8 +409,7 @@ class QMPClient:
         if self.schema is not None:
             for event in events:
                 self._validate(event)
-        for listener in self._listeners:
-            listener.offer_many(events)
+        self._hub.deliver(events)
 
     def _validate(self, event: Event) -> None:
         assert self.schema is not None
@@ -514,7 +426,7 @@ class QMPClient:
         if future is not None and not future.done():
             future.set_result(reply)
 
-    def _violation(self, protocol: _Protocol, violation: ProtocolViolation) -> None:
+    def _violation(self, protocol: ClientProtocol, violation: ProtocolViolation) -> None:
         self.protocol_errors += 1
         if protocol.session.greeting is None:
             self._greeted(protocol, violation)  # fails the handshake: a garbage greeting
@@ -528,7 +440,7 @@ class QMPClient:
             (error.raw or b"")[:_CONTEXT],
         )
 
-    def _greeted(self, protocol: _Protocol | None, message: ServerMessage) -> None:
+    def _greeted(self, protocol: ClientProtocol | None, message: ServerMessage) -> None:
         waiter = self._greeting_waiter
         if waiter is None or waiter.done() or protocol is not self._protocol:
             return
@@ -540,7 +452,7 @@ class QMPClient:
         waiter.set_result(greeting)
 
     def _lost(
-        self, protocol: _Protocol, exc: Exception | None, tail: QMPEventsError | None
+        self, protocol: ClientProtocol, exc: Exception | None, tail: QMPEventsError | None
     ) -> None:
         if protocol is not self._protocol:
             return  # a connection we already gave up on
@@ -565,7 +477,7 @@ class QMPClient:
             self._dropped_at = time.time()
             self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect(error))
         else:
-            self._end_listeners(error)
+            self._hub.end_all(error, closing=True)
 
     def _fail_pending(self, error: BaseException) -> None:
         replies, self._replies = self._replies, {}
@@ -606,7 +518,7 @@ class QMPClient:
         """The connection will not come back: end listeners and commands with ``error``."""
         self._closed = True
         self._failure = error
-        self._end_listeners(error)
+        self._hub.end_all(error, closing=True)
         self._fail_pending(error)
         # Wake commands waiting for the reconnect: _usable() sees the client closed.
         assert self._ready is not None
