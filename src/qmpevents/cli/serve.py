@@ -1,11 +1,15 @@
 """``qmpevents serve``: the simulated QEMU with friendly options, and scenarios.
 
 The friendly form of ``qmpevents-qemu``: the same machine, described by a few
-options or a scenario file instead of QEMU's command line. Exit statuses: the
-machine's (0 after ``quit``, a signal or ``--exit-after-scenario``; 1 after a
-guest panic with ``--panic-action exit-failure``), 1 when a scenario step
-fails, 2 for a usage error (bad option, a scenario file that does not load,
-with its line number, a socket that cannot be served), 130 interrupted.
+options or a scenario file instead of QEMU's command line. SIGINT, SIGTERM and
+SIGHUP end it as they end QEMU: SHUTDOWN ``host-signal`` to the clients and
+``qmpevents serve: terminating on signal N from pid P (COMMAND)`` on stderr.
+Exit statuses: the machine's (0 after ``quit``, a signal or
+``--exit-after-scenario``; 1 after a guest panic with ``--panic-action
+exit-failure``), 1 when a scenario step fails, 2 for a usage error (bad option,
+a scenario file that does not load, with its line number, a non-loopback
+``--tcp`` without ``--tcp-public``, a socket that cannot be served), 130
+interrupted before serving.
 """
 
 from __future__ import annotations
@@ -14,12 +18,12 @@ import asyncio
 import os
 import sys
 import tempfile
-from typing import Final, cast
+from typing import Final, NoReturn, cast
 
 import click
 
+from qmpevents.addresses import is_loopback
 from qmpevents.errors import ConfigError
-from qmpevents.server.server import install_signal_handlers
 from qmpevents.sim.config import MachineConfig, MonitorEndpoint, PanicAction
 from qmpevents.sim.machine import Machine
 from qmpevents.sim.opts import OptionError, parse_size
@@ -33,10 +37,17 @@ from qmpevents.sim.scenario import (
     run_scenario,
 )
 from qmpevents.sim.scenario_format import Step
+from qmpevents.sim.signals import HostSignals, host_signals_blocked
 
 __all__ = ["load_scenario_option", "parse_tcp", "serve"]
 
+_PROGRAM: Final = "qmpevents serve"
 _PANIC_ACTIONS: Final = ("pause", "shutdown", "none", "exit-failure")
+_TCP_PUBLIC_HELP: Final = (
+    "Allow a --tcp address that is not loopback. QMP has no authentication: any peer "
+    "that reaches the port can run every command, including ones that create or "
+    "overwrite files on this host (dump-guest-memory, blockdev-add + qemu-io)."
+)
 
 
 def parse_tcp(spec: str) -> MonitorEndpoint:
@@ -58,6 +69,16 @@ def load_scenario_option(value: str) -> Scenario:
         raise click.UsageError(f"--scenario: {error}") from None
 
 
+def _refuse_public(spec: str) -> NoReturn:
+    click.echo(
+        f"{_PROGRAM}: --tcp {spec}: not a loopback address, and QMP has no authentication: "
+        "any peer that reaches it could run every command, including ones that write files "
+        "(give --tcp-public to allow it)",
+        err=True,
+    )
+    sys.exit(2)
+
+
 async def _say(index: int, step: Step) -> None:
     text = narration(step)
     if text is not None:
@@ -65,39 +86,46 @@ async def _say(index: int, step: Step) -> None:
 
 
 async def _serve(config: MachineConfig, scenario: Scenario | None, exit_after: bool) -> int:
-    machine = Machine(config)
+    machine = Machine(config, program=_PROGRAM)
     # The scenario's images live as long as the machine that serves them.
     with tempfile.TemporaryDirectory(prefix="qmpevents-serve-") as workdir:
         try:
             addresses = await machine.start()
         except (ConfigError, OSError) as error:
-            click.echo(f"qmpevents serve: {error}", err=True)
+            click.echo(f"{_PROGRAM}: {error}", err=True)
             await machine.server.close()
             return 2
-        install_signal_handlers(machine.server)
-        for address in addresses:
-            click.echo(f"qmpevents serve: listening on {address}", err=True)
-        if scenario is not None:
-            play = asyncio.ensure_future(
-                run_scenario(machine, scenario, on_step=_say, workdir=workdir)
-            )
-            closed = asyncio.ensure_future(machine.server.wait_closed())
-            await asyncio.wait([play, closed], return_when=asyncio.FIRST_COMPLETED)
-            if not play.done():
-                # quit, a signal or a guest shutdown ended the machine mid-scenario.
-                play.cancel()
-                return await closed
-            closed.cancel()
-            failure = play.exception()
-            if isinstance(failure, ScenarioError):
-                click.echo(f"qmpevents serve: {failure}", err=True)
-                await machine.server.close(1)
-                return 1
-            if failure is not None:
-                raise failure
-            if exit_after:
-                await machine.server.close()
-        return await machine.server.wait_closed()
+        signals = HostSignals(machine)
+        signals.install()
+        try:
+            for address in addresses:
+                click.echo(f"{_PROGRAM}: listening on {address}", err=True)
+            return await _run(machine, scenario, exit_after, workdir)
+        finally:
+            signals.close()
+
+
+async def _run(machine: Machine, scenario: Scenario | None, exit_after: bool, workdir: str) -> int:
+    """Play the scenario (if any) while serving; the exit status."""
+    if scenario is not None:
+        play = asyncio.ensure_future(run_scenario(machine, scenario, on_step=_say, workdir=workdir))
+        closed = asyncio.ensure_future(machine.server.wait_closed())
+        await asyncio.wait([play, closed], return_when=asyncio.FIRST_COMPLETED)
+        if not play.done():
+            # quit, a signal or a guest shutdown ended the machine mid-scenario.
+            play.cancel()
+            return await closed
+        closed.cancel()
+        failure = play.exception()
+        if isinstance(failure, ScenarioError):
+            click.echo(f"{_PROGRAM}: {failure}", err=True)
+            await machine.server.close(1)
+            return 1
+        if failure is not None:
+            raise failure
+        if exit_after:
+            await machine.server.close()
+    return await machine.server.wait_closed()
 
 
 @click.command()
@@ -109,7 +137,14 @@ async def _serve(config: MachineConfig, scenario: Scenario | None, exit_after: b
     metavar="PATH",
     help="Serve QMP on this unix socket (repeatable).",
 )
-@click.option("--tcp", "tcps", multiple=True, metavar="HOST:PORT", help="Serve QMP on TCP.")
+@click.option(
+    "--tcp",
+    "tcps",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="Serve QMP on TCP (repeatable; a loopback address unless --tcp-public).",
+)
+@click.option("--tcp-public", is_flag=True, help=_TCP_PUBLIC_HELP)
 @click.option("--ram", metavar="SIZE", help="Guest RAM (64M, 1G; a bare number is MiB).")
 @click.option(
     "--panic-action",
@@ -127,6 +162,7 @@ async def _serve(config: MachineConfig, scenario: Scenario | None, exit_after: b
 def serve(
     sockets: tuple[str, ...],
     tcps: tuple[str, ...],
+    tcp_public: bool,
     ram: str | None,
     panic_action: str | None,
     scenario_spec: str | None,
@@ -145,10 +181,15 @@ def serve(
     if exit_after_scenario and scenario_spec is None:
         raise click.UsageError("--exit-after-scenario needs --scenario")
     endpoints = [MonitorEndpoint("unix", path=path) for path in sockets]
-    endpoints += [parse_tcp(spec) for spec in tcps]
+    for spec in tcps:
+        endpoint = parse_tcp(spec)
+        if not tcp_public and not is_loopback(endpoint.host):
+            _refuse_public(spec)
+        endpoints.append(endpoint)
     scenario = load_scenario_option(scenario_spec) if scenario_spec is not None else None
     config = scenario.machine_config() if scenario is not None else MachineConfig(pvpanic=True)
     config.monitors = endpoints
+    config.tcp_public = tcp_public
     if ram is not None:
         try:
             config.ram_size = parse_size(ram, "M", name="ram")
@@ -159,7 +200,8 @@ def serve(
     if paused:
         config.start_paused = True
     try:
-        status = asyncio.run(_serve(config, scenario, exit_after_scenario))
+        with host_signals_blocked():
+            status = asyncio.run(_serve(config, scenario, exit_after_scenario))
     except KeyboardInterrupt:
         status = 130
     sys.exit(status)

@@ -4,7 +4,9 @@
 :class:`~qmpevents.sim.config.MachineConfig`. An option the simulator does not
 model is refused the way QEMU refuses a bad option, never ignored: a
 :class:`CommandLineError` whose message QEMU would print after its program name
-(``-foo: invalid option``), and exit status 1.
+(``-foo: invalid option``), and exit status 1. The help options (``-h``,
+``-version``, ``-machine help``, ``-device help``) raise
+:class:`~qmpevents.sim.help.HelpRequested`, in the order QEMU acts on them.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from qmpevents.sim.config import (
     MonitorEndpoint,
     VserportConfig,
 )
+from qmpevents.sim.help import DEVICE_MODELS, MACHINE_TYPES, HelpRequested
 from qmpevents.sim.opts import OptionError, parse_bool, parse_opts, parse_size, parse_tree
 
-__all__ = ["CommandLineError", "parse_command_line"]
+__all__ = ["CommandLineError", "HelpRequested", "parse_command_line"]
 
 
 class CommandLineError(ConfigError):
@@ -32,16 +35,18 @@ class CommandLineError(ConfigError):
 
 
 _FLAGS: Final = frozenset(
-    {"-S", "-no-shutdown", "-nodefaults", "-daemonize", "-no-user-config", "-nographic"}
-)
+    {"-S", "-no-shutdown", "-nodefaults", "-daemonize", "-no-user-config", "-nographic",
+     "-h", "-help", "-version"}
+)  # fmt: skip
 _WITH_ARGUMENT: Final = frozenset(
     {
         "-qmp", "-chardev", "-mon", "-machine", "-M", "-m", "-smp", "-name", "-uuid", "-action",
         "-device", "-object", "-drive", "-blockdev", "-display", "-accel", "-pidfile", "-msg",
     }
 )  # fmt: skip
-_MACHINES: Final = frozenset({"pc", "q35", "pseries", "none"})
-_MACHINE_ALIASES: Final = {"pc-i440fx-7.2": "pc", "pc-q35-7.2": "q35", "pseries-7.2": "pseries"}
+# A machine type is kept under its alias (pc) when it has one; its versioned name maps to it.
+_MACHINES: Final = frozenset(machine.alias or machine.name for machine in MACHINE_TYPES)
+_MACHINE_ALIASES: Final = {m.name: m.alias for m in MACHINE_TYPES if m.alias}
 _ACCELS: Final = frozenset({"tcg", "kvm", "qtest", "xen", "hvf", "whpx"})
 _DISPLAYS: Final = frozenset({"none", "gtk", "sdl", "vnc", "curses", "egl-headless", "dbus"})
 _PANIC_ACTIONS: Final = ("pause", "shutdown", "exit-failure", "none")
@@ -52,14 +57,20 @@ _ACTION_KEYS: Final = {
     "reboot": ("reset", "shutdown"),
     "watchdog": ("reset", "shutdown", "poweroff", "pause", "debug", "none", "inject-nmi"),
 }
-_DEVICES: Final = frozenset({"pvpanic", "virtio-serial-pci", "virtio-serial", "virtserialport",
-                             "pc-dimm"})  # fmt: skip
+_DEVICES: Final = frozenset(
+    name for model in DEVICE_MODELS for name in (model.name, model.alias) if name
+)
+# QEMU sets these aside while it reads the command line and acts on them afterwards
+# (machine first, then devices), after -device help; the rest acts at once.
+_DEFERRED: Final = ("-machine", "-M", "-device")
+_HELP_WORDS: Final = ("help", "?")
 _UUID: Final = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 
 
 class _Parser:
     def __init__(self) -> None:
-        self.config = MachineConfig()
+        # Like QEMU, listen wherever -qmp says; the program warns about a public address.
+        self.config = MachineConfig(tcp_public=True)
         self.chardevs: dict[str, MonitorEndpoint | None] = {}
         self.memdevs: dict[str, int] = {}
         self.drive_count = 0
@@ -73,30 +84,40 @@ class _Parser:
         }  # fmt: skip
 
     def parse(self, argv: Sequence[str]) -> MachineConfig:
-        i = 0
-        while i < len(argv):
-            arg = argv[i]
-            # QEMU accepts --option as -option.
-            option = arg[1:] if arg.startswith("--") else arg
-            if not option.startswith("-") or option == "-":
-                raise CommandLineError(f"{arg}: invalid option")
-            if option in _FLAGS:
+        # QEMU's order: every option name is checked first; then -h, -version and
+        # -machine help act where they stand, the other options in turn; -device
+        # help once all are read, before the machine and its devices are made.
+        deferred: list[tuple[str, str, str]] = []
+        device_help = False
+        for arg, option, value in _split_options(argv):
+            if value is None:
                 self._flag(option)
-                i += 1
-                continue
-            if option not in _WITH_ARGUMENT:
-                raise CommandLineError(f"{arg}: invalid option")
-            if i + 1 >= len(argv):
-                raise CommandLineError(f"{arg}: requires an argument")
-            value = argv[i + 1]
-            try:
-                self.handlers[option](value)
-            except OptionError as error:
-                raise CommandLineError(f"{arg} {value}: {error}") from None
-            i += 2
+            elif option in ("-machine", "-M") and value.split(",", 1)[0] in _HELP_WORDS:
+                raise HelpRequested("machine")
+            elif option == "-device" and _is_device_help(value):
+                device_help = True
+            elif option in _DEFERRED:
+                deferred.append((arg, option, value))
+            else:
+                self._apply(arg, option, value)
+        if device_help:
+            raise HelpRequested("device")
+        deferred.sort(key=lambda item: item[1] == "-device")
+        for arg, option, value in deferred:
+            self._apply(arg, option, value)
         return self.config
 
+    def _apply(self, arg: str, option: str, value: str) -> None:
+        try:
+            self.handlers[option](value)
+        except OptionError as error:
+            raise CommandLineError(f"{arg} {value}: {error}") from None
+
     def _flag(self, option: str) -> None:
+        if option in ("-h", "-help"):
+            raise HelpRequested("help")
+        if option == "-version":
+            raise HelpRequested("version")
         if option == "-S":
             self.config.start_paused = True
         elif option == "-no-shutdown":
@@ -325,9 +346,39 @@ class _Parser:
             self.config.msg_timestamp = parse_bool(flag, "timestamp")
 
 
+def _split_options(argv: Sequence[str]) -> list[tuple[str, str, str | None]]:
+    """``(arg, option, value)`` per option (value None for a flag), every name checked."""
+    found: list[tuple[str, str, str | None]] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        # QEMU accepts --option as -option.
+        option = arg[1:] if arg.startswith("--") else arg
+        if option in _FLAGS:
+            found.append((arg, option, None))
+            i += 1
+            continue
+        if option not in _WITH_ARGUMENT:
+            raise CommandLineError(f"{arg}: invalid option")
+        if i + 1 >= len(argv):
+            raise CommandLineError(f"{arg}: requires an argument")
+        found.append((arg, option, argv[i + 1]))
+        i += 2
+    return found
+
+
+def _is_device_help(value: str) -> bool:
+    # -device help, -device help,x=y and -device driver=help all list the drivers.
+    return not value.lstrip().startswith("{") and (
+        parse_opts(value, "driver").get("driver") in _HELP_WORDS
+    )
+
+
 def parse_command_line(argv: Sequence[str]) -> MachineConfig:
     """The machine QEMU would build from ``argv`` (program name excluded).
 
-    Raises :class:`CommandLineError` for an unknown or unsupported option or a bad value.
+    Raises :class:`CommandLineError` for an unknown or unsupported option or a bad value,
+    and :class:`~qmpevents.sim.help.HelpRequested` for ``-h``, ``-version``,
+    ``-machine help`` or ``-device help`` (where QEMU would print help and exit 0).
     """
     return _Parser().parse(list(argv))

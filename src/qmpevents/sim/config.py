@@ -83,6 +83,9 @@ class MachineConfig:
     dimms: list[DimmConfig] = field(default_factory=list)
     drives: list[DriveConfig] = field(default_factory=list)
     monitors: list[MonitorEndpoint] = field(default_factory=list)
+    # A TCP monitor on a non-loopback address is refused unless this is set: QMP has
+    # no authentication. QEMU's command line sets it (QEMU listens where it is told).
+    tcp_public: bool = False
     daemonize: bool = False
     pidfile: str | None = None
     msg_timestamp: bool = False

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import msgspec
 
+from qmpevents.addresses import is_loopback
 from qmpevents.protocol.requests import Request
 from qmpevents.server.commands import CommandContext
 from qmpevents.server.server import QMPServer
@@ -29,7 +31,7 @@ from qmpevents.sim.memory import GuestMemory
 from qmpevents.sim.migration import Migration
 from qmpevents.throttle import RateLimiter
 
-__all__ = ["Machine", "Timing"]
+__all__ = ["Machine", "Timing", "public_tcp_risk"]
 
 _EXTRA_EVENTS = (
     "GUEST_CRASHLOADED",
@@ -53,6 +55,21 @@ class Timing:
     dump_rate: float = 800 * (1 << 20)
     migration_tick: float = 0.1
     cancel_delay: float = 0.004
+
+
+def public_tcp_risk(host: str, port: int) -> str:
+    """Why QMP on non-loopback ``host``:``port`` is dangerous, in one line."""
+    return (
+        f"QMP on tcp:{host}:{port} is not a loopback address and QMP has no authentication: "
+        "any peer that reaches it can run every command, including ones that write files "
+        "on this host (dump-guest-memory, blockdev-add)"
+    )
+
+
+def _iso8601_now() -> str:
+    # g_date_time_format_iso8601() of the UTC time: microseconds only when non-zero.
+    now = datetime.now(UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S" + (".%f" if now.microsecond else "") + "Z")
 
 
 class NameInfo(msgspec.Struct, omit_defaults=True):
@@ -105,8 +122,25 @@ class Machine:
         for drive in self.config.drives:
             self.block.add(dict(drive.options), drive.device)
 
+    def error_report(self, message: str) -> None:
+        """Print ``message`` on stderr as QEMU's ``error_report()`` and ``warn_report()`` do.
+
+        The line starts with the program name, after a UTC timestamp under ``-msg
+        timestamp=on``.
+        """
+        stamp = f"{_iso8601_now()} " if self.config.msg_timestamp else ""
+        self.stderr.write(f"{stamp}{self.program}: {message}\n")
+        self.stderr.flush()
+
     async def start(self) -> list[str]:
-        """Create the drives and listen on every configured monitor; returns their addresses."""
+        """Create the drives and listen on every configured monitor; returns their addresses.
+
+        A TCP monitor on a non-loopback address is refused (:class:`ConfigError`)
+        unless ``config.tcp_public``, and warned about on stderr when allowed.
+        """
+        for endpoint in self.config.monitors:
+            if endpoint.kind == "tcp" and self.config.tcp_public and not is_loopback(endpoint.host):
+                self.error_report(f"warning: {public_tcp_risk(endpoint.host, endpoint.port)}")
         self.create_drives()
         addresses: list[str] = []
         for endpoint in self.config.monitors:
@@ -114,7 +148,7 @@ class Machine:
                 addresses.append(await self.server.listen_unix(endpoint.path))
             else:
                 host, port = await self.server.listen_tcp(
-                    endpoint.host, endpoint.port, allow_remote=True
+                    endpoint.host, endpoint.port, allow_remote=self.config.tcp_public
                 )
                 addresses.append(f"{host}:{port}")
         return addresses

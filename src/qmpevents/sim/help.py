@@ -1,0 +1,206 @@
+"""What ``qmpevents-qemu`` models, and its help in QEMU 7.2's formats.
+
+The device models and machine types here are the only ones the command line
+accepts (:mod:`qmpevents.sim.cmdline` reads its lists from this module), each
+described as ``qemu-system-x86_64 -device help`` / ``-machine help`` describe
+it. ``-h``, ``-version``, ``-device help`` and ``-machine help`` print on stdout
+and exit with status 0, as QEMU does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from qmpevents.server.server import default_greeting
+
+__all__ = [
+    "DEVICE_MODELS",
+    "MACHINE_TYPES",
+    "DeviceModel",
+    "HelpRequested",
+    "HelpTopic",
+    "MachineType",
+    "help_text",
+]
+
+HelpTopic = Literal["help", "version", "machine", "device"]
+
+
+class HelpRequested(Exception):
+    """The command line asks for help on ``topic`` instead of a machine (exit status 0)."""
+
+    def __init__(self, topic: HelpTopic) -> None:
+        super().__init__(topic)
+        self.topic: HelpTopic = topic
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceModel:
+    """One ``-device`` driver as QEMU's ``-device help`` lists it (hw/core/qdev-monitor.c)."""
+
+    name: str
+    category: str
+    bus: str = ""
+    alias: str = ""
+    desc: str = ""
+
+    def line(self) -> str:
+        """``qdev_print_devinfo()``'s line."""
+        text = f'name "{self.name}"'
+        if self.bus:
+            text += f", bus {self.bus}"
+        if self.alias:
+            text += f', alias "{self.alias}"'
+        if self.desc:
+            text += f', desc "{self.desc}"'
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class MachineType:
+    """One machine type as QEMU's ``-machine help`` lists it (softmmu/vl.c)."""
+
+    name: str
+    desc: str
+    alias: str = ""
+    default: bool = False
+
+    def lines(self) -> list[str]:
+        """``machine_help_func()``'s lines: the alias first, then the versioned name."""
+        lines = [f"{self.alias:<20} {self.desc} (alias of {self.name})"] if self.alias else []
+        lines.append(f"{self.name:<20} {self.desc}{' (default)' if self.default else ''}")
+        return lines
+
+
+# In QEMU's category order (DEVICE_CATEGORY_*), then by name, as -device help sorts them.
+DEVICE_MODELS: Final = (
+    DeviceModel("virtio-serial-pci", "Input", bus="PCI", alias="virtio-serial"),
+    DeviceModel("virtserialport", "Input", bus="virtio-serial-bus"),
+    DeviceModel("pvpanic", "Misc", bus="ISA"),
+    DeviceModel("pc-dimm", "Uncategorized", desc="DIMM memory module"),
+)
+
+# pseries is qemu-system-ppc64's (spapr, where MEM_UNPLUG_ERROR comes from); its
+# description is hw/ppc/spapr.c's.
+MACHINE_TYPES: Final = (
+    MachineType("pc-i440fx-7.2", "Standard PC (i440FX + PIIX, 1996)", alias="pc", default=True),
+    MachineType("pc-q35-7.2", "Standard PC (Q35 + ICH9, 2009)", alias="q35"),
+    MachineType("pseries-7.2", "pSeries Logical Partition (PAPR compliant)", alias="pseries"),
+    MachineType("none", "empty machine"),
+)
+
+_COPYRIGHT: Final = "Copyright (c) 2003-2022 Fabrice Bellard and the QEMU Project developers"
+
+# QEMU's own -h text, cut down to the options and values the simulator accepts.
+_OPTIONS: Final = """\
+Standard options:
+-h or -help     display this help and exit
+-version        display version information and exit
+-machine [type=]name[,prop[=value][,...]]
+                selects emulated machine ('-machine help' for list)
+                property accel=kvm|xen|hvf|whpx|qtest|tcg selects accelerator
+                dump-guest-core=on|off include guest memory in a core dump (default=on)
+                mem-merge=on|off controls memory merge support (default: on)
+                usb=on|off controls USB emulation
+-accel [accel=]accelerator
+                select accelerator (kvm, xen, hvf, whpx, qtest or tcg)
+-smp [cpus=]n   set the number of initial CPUs to 'n' [default=1]
+-m [size=]megs[,slots=n,maxmem=size]
+                configure guest RAM
+                size: initial amount of guest memory
+                slots: number of hotplug slots (default: none)
+                maxmem: maximum amount of guest memory (default: none)
+-device driver[,prop[=value][,...]]
+                add device (based on driver)
+                prop=value,... sets driver properties
+                use '-device help' to print all possible drivers
+-name string1   set the name of the guest
+-uuid %08x-%04x-%04x-%04x-%012x
+                specify machine UUID
+
+Block device options:
+-blockdev [driver=]driver[,node-name=N][,driver specific parameters...]
+                configure a block backend
+-drive [file=file][,if=type][,index=i][,media=d][,format=f][,id=name]
+                use 'file' as a drive image
+
+Display options:
+-display none
+                select display backend type
+-nographic      disable graphical output
+
+Character device options:
+-chardev null,id=id
+-chardev socket,id=id[,host=host],port=port,server=on[,wait=on|off] (tcp)
+-chardev socket,id=id,path=path,server=on[,wait=on|off] (unix)
+
+Debug/Expert options:
+-qmp dev        like -monitor but opens in 'control' mode
+-mon [chardev=]name,mode=control
+-pidfile file   write PID to 'file'
+-S              freeze CPU at startup (use 'c' to start execution)
+-no-shutdown    stop before shutdown
+-action reboot=reset|shutdown
+                   action when guest reboots [default=reset]
+-action shutdown=poweroff|pause
+                   action when guest shuts down [default=poweroff]
+-action panic=pause|shutdown|exit-failure|none
+                   action when guest panics [default=shutdown]
+-action watchdog=reset|shutdown|poweroff|inject-nmi|pause|debug|none
+                   action when watchdog fires [default=reset]
+-daemonize      daemonize QEMU after initializing
+-nodefaults     don't create default devices
+-no-user-config
+                do not load default user-provided config files at startup
+-msg [timestamp[=on|off]]
+                control error message format
+                timestamp=on enables timestamps (default: off)
+
+Generic object creation:
+-object memory-backend-ram,id=id,size=size
+                create a new object of type TYPENAME setting properties
+                in the order they are specified.  Note that the 'id'
+                property must be set.  These objects are placed in the
+                '/objects' path.
+"""
+
+
+def _version() -> str:
+    greeting = default_greeting()
+    number = f"{greeting.major}.{greeting.minor}.{greeting.micro}"
+    return f"QEMU emulator version {number} ({greeting.package})\n{_COPYRIGHT}\n"
+
+
+def _usage(program: str) -> str:
+    return (
+        f"{_version()}usage: {program} [options]\n\n"
+        f"{program} simulates QEMU for QMP clients: these are the options it models.\n\n"
+        f"{_OPTIONS}"
+    )
+
+
+def _device_list() -> str:
+    blocks: dict[str, list[str]] = {}
+    for model in DEVICE_MODELS:
+        blocks.setdefault(model.category, []).append(model.line())
+    return "\n".join(
+        f"{category} devices:\n" + "".join(f"{line}\n" for line in lines)
+        for category, lines in blocks.items()
+    )
+
+
+def _machine_list() -> str:
+    lines = [line for machine in MACHINE_TYPES for line in machine.lines()]
+    return "Supported machines are:\n" + "".join(f"{line}\n" for line in lines)
+
+
+def help_text(topic: HelpTopic, program: str) -> str:
+    """What ``program`` prints on stdout for ``topic``, as QEMU 7.2 prints it."""
+    if topic == "version":
+        return _version()
+    if topic == "device":
+        return _device_list()
+    if topic == "machine":
+        return _machine_list()
+    return _usage(program)
