@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
 
+import pytest
 from qemu.qmp import EventListener, QMPClient
 
 from qmpevents.sim.cmdline import parse_command_line
@@ -78,9 +80,14 @@ async def test_every_seed_event_reaches_qemu_qmp() -> None:
             )
             await client.execute("migrate", {"uri": "exec:cat > /dev/null"})
             seen: set[str] = set()
-            while not seen >= SEED_EVENTS:
-                event = await listener.get()
-                seen.add(event["event"])
+            # Bounded: a missing event fails here, naming what never came.
+            try:
+                async with asyncio.timeout(30):
+                    while not seen >= SEED_EVENTS:
+                        event = await listener.get()
+                        seen.add(event["event"])
+            except TimeoutError:
+                pytest.fail(f"never received {sorted(SEED_EVENTS - seen)}")
             await client.disconnect()
         await machine.server.close()
     finally:
