@@ -130,3 +130,14 @@ def test_the_server_session_state_follows_its_table() -> None:
     assert session.state is ServerState.CLOSED
     with pytest.raises(LocalProtocolError, match="cannot negotiated in state closed"):
         server_move(ServerState.CLOSED, "negotiated")
+
+
+def test_qmp_capabilities_out_of_band_is_refused_as_qemu_refuses_it() -> None:
+    session = ServerSession()
+    session.receive_data(b'{"execute": "qmp_capabilities", "arguments": {"enable": ["oob"]}}\n')
+    (reply,) = session.receive_data(b'{"exec-oob": "qmp_capabilities", "id": 1}\n')
+    assert isinstance(reply, Reply)
+    assert reply.data == (
+        b'{"id": 1, "error": {"class": "GenericError", '
+        b'"desc": "The command qmp_capabilities does not support OOB"}}\r\n'
+    )

@@ -125,8 +125,16 @@ class ServerSession:
         request = parse_request(frame.value, allow_oob=self.oob_enabled)
         if isinstance(request, BadRequest):
             return Reply(self.reply_error(request, request.error_class, request.desc))
-        if request.command == "qmp_capabilities" and not request.oob:
-            return Reply(self._capabilities(request))
+        if request.command == "qmp_capabilities":
+            if not request.oob:
+                return Reply(self._capabilities(request))
+            if self.state is ServerState.READY:
+                # QEMU 7.2: known to the dispatcher, which refuses it out of band.
+                return Reply(
+                    self.reply_error(
+                        request, GENERIC_ERROR, "The command qmp_capabilities does not support OOB"
+                    )
+                )
         if self.state is not ServerState.READY:
             return Reply(self.reply_error(request, COMMAND_NOT_FOUND, _NEEDS_NEGOTIATION))
         self.state = server_move(self.state, "dispatch")
