@@ -9,7 +9,8 @@ wins, and leftover members are reported last. The messages are QEMU's own:
 * ``Parameter 'x' is missing``
 * ``Invalid parameter type for 'x', expected: string`` (integer, number,
   boolean, object, array, null)
-* ``Parameter 'x' expects uint64`` (unsigned integers of the wrong type)
+* ``Parameter 'x' expects uint64`` (unsigned integers of the wrong type) and
+  ``Parameter 'x' expects uint8_t`` (out of a narrow integer's range)
 * ``Parameter 'x' does not accept value 'v'`` (enums; ``'null'`` for list items,
   as QEMU prints it)
 * ``Parameter 'x' is unexpected``
@@ -22,7 +23,7 @@ from __future__ import annotations
 import enum
 import functools
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
 from msgspec import inspect as mi
@@ -71,11 +72,37 @@ def _check_struct(info: mi.StructType, value: Mapping[str, Any], prefix: str | N
             if field.required:
                 raise ArgumentError(f"Parameter '{_full_name(prefix, name)}' is missing")
             continue
+        if _is_alternate_with_null(field):
+            _check_alternate(field.type, value[name], _full_name(prefix, name))
+            continue
         _check_value(field.type, value[name], _full_name(prefix, name), name)
     known = {field.encode_name for field in info.fields}
     for name in value:
         if name not in known:
             raise ArgumentError(f"Parameter '{_full_name(prefix, name)}' is unexpected")
+
+
+def _is_alternate_with_null(field: mi.Field) -> bool:
+    """A member declared ``str | None | UnsetType = UNSET``: QAPI's ``StrOrNull``.
+
+    Absent is UNSET, an explicit JSON null is None (msgspec.inspect shows such a
+    member as optional with no default).
+    """
+    return (
+        not field.required
+        and field.default is msgspec.NODEFAULT
+        and field.default_factory is msgspec.NODEFAULT
+        and isinstance(field.type, mi.UnionType)
+        and any(isinstance(m, mi.NoneType) for m in field.type.types)
+    )
+
+
+def _check_alternate(t: mi.Type, value: Any, full_name: str) -> None:
+    if value is None:
+        return
+    assert isinstance(t, mi.UnionType)
+    if any(isinstance(m, mi.StrType) for m in t.types) and not isinstance(value, str):
+        raise _type_error(full_name, "StrOrNull")
 
 
 def _type_error(full_name: str, expected: str) -> ArgumentError:
@@ -136,8 +163,20 @@ def _check_value(t: mi.Type, value: Any, full_name: str, enum_name: str | None) 
         raise TypeError(f"unsupported argument type {t!r}")
 
 
+# msgspec bounds must fit in int64, so uint64 is marked by this exact lower bound.
+_UINT64_GE: Final = -(1 << 63)
+
+UInt8 = Annotated[int, msgspec.Meta(ge=0, le=0xFF)]
+"""QAPI ``uint8``: a negative number is out of range (QEMU wraps it first)."""
+UInt32 = Annotated[int, msgspec.Meta(ge=0, le=0xFFFFFFFF)]
+"""QAPI ``uint32``."""
+UInt64 = Annotated[int, msgspec.Meta(ge=_UINT64_GE)]
+"""QAPI ``uint64`` and ``size``: QEMU's input visitor also takes a negative number
+(for compatibility) and the command sees it wrapped; so must the handler."""
+
+
 def _check_int(t: mi.IntType, value: Any, full_name: str) -> None:
-    unsigned = t.ge is not None and t.ge >= 0
+    unsigned = t.ge is not None and (t.ge >= 0 or t.ge == _UINT64_GE)
     if isinstance(value, bool) or not isinstance(value, int):
         if unsigned:
             raise ArgumentError(f"Parameter '{full_name}' expects uint64")
@@ -147,11 +186,12 @@ def _check_int(t: mi.IntType, value: Any, full_name: str) -> None:
 
 
 def _int_kind(t: mi.IntType) -> str:
-    if t.ge is not None and t.ge >= 0:
+    # QEMU's visit_type_uintN() names the C type: uint8_t, ...; 64 bits has no check.
+    if t.ge is not None and (t.ge >= 0 or t.ge == _UINT64_GE):
         bits = (t.le or 0).bit_length()
-        return f"uint{bits}" if bits in (8, 16, 32, 64) else "uint64"
+        return f"uint{bits}_t" if bits in (8, 16, 32) else "uint64"
     bits = (t.le or 0).bit_length() + 1
-    return f"int{bits}" if bits in (8, 16, 32, 64) else "int64"
+    return f"int{bits}_t" if bits in (8, 16, 32) else "int64"
 
 
 def _enum_values(t: mi.EnumType | mi.LiteralType) -> frozenset[Any]:

@@ -266,10 +266,17 @@ def _member(field: msgspec.structs.FieldInfo, owner: str, use: _Use) -> dict[str
     if field.required:
         member_type = _describe(annotation, context)
     else:
-        # The ``None`` of ``T | None = None`` stands for "absent", which QAPI
-        # says with "default": null rather than with a null alternative.
         arms = _union_args(annotation)
-        member_type = _describe_union(tuple(a for a in arms if a is not type(None)), context)
+        if msgspec.UnsetType in arms:
+            # ``T | None | UnsetType = UNSET``: absent is UNSET, and None is a real
+            # null alternative (QAPI's StrOrNull).
+            member_type = _describe_union(
+                tuple(a for a in arms if a is not msgspec.UnsetType), context
+            )
+        else:
+            # The ``None`` of ``T | None = None`` stands for "absent", which QAPI
+            # says with "default": null rather than with a null alternative.
+            member_type = _describe_union(tuple(a for a in arms if a is not type(None)), context)
     member: dict[str, Any] = {"name": field.encode_name, "type": use(member_type)}
     if not field.required:
         member["default"] = None

@@ -31,6 +31,7 @@ import msgspec
 
 from qmpevents.server.commands import CommandContext
 from qmpevents.sim.errors import fail
+from qmpevents.sim.migration_parameters import MigrationParameters, SetParametersArguments
 
 if TYPE_CHECKING:
     from qmpevents.sim.machine import Machine
@@ -77,13 +78,6 @@ class SetCapabilitiesArguments(msgspec.Struct):
     capabilities: list[CapabilityStatus]
 
 
-class SetParametersArguments(msgspec.Struct, kw_only=True):
-    """The ``migrate-set-parameters`` members the model uses (a subset of QEMU's)."""
-
-    downtime_limit: int | None = msgspec.field(name="downtime-limit", default=None)
-    max_bandwidth: int | None = msgspec.field(name="max-bandwidth", default=None)
-
-
 class MigrateArguments(msgspec.Struct, kw_only=True):
     """``migrate`` arguments (QEMU 7.2)."""
 
@@ -106,8 +100,7 @@ class Migration:
     def __init__(self, machine: Machine) -> None:
         self._machine = machine
         self.capabilities = dict.fromkeys(CAPABILITIES, False)
-        self.max_bandwidth = _DEFAULT_BANDWIDTH
-        self.downtime_limit = _DEFAULT_DOWNTIME_MS
+        self.parameters = MigrationParameters()
         self.dirty_rate = 0
         self.status = "none"
         self.passes = 0
@@ -154,20 +147,25 @@ class Migration:
         return [CapabilityStatus(name, state) for name, state in self.capabilities.items()]  # type: ignore[arg-type]
 
     def _set_parameters(self, args: SetParametersArguments, ctx: CommandContext) -> Any:
-        if args.downtime_limit is not None and not 0 <= args.downtime_limit <= _MAX_DOWNTIME_MS:
-            fail(
-                "Parameter 'downtime_limit' expects an integer in the range of 0 to "
-                "(2000 * 1000) ms"
-            )
-        if args.downtime_limit is not None:
-            self.downtime_limit = args.downtime_limit
-        if args.max_bandwidth is not None:
-            # QEMU's size type wraps a negative number around, as C does.
-            self.max_bandwidth = args.max_bandwidth % _U64
+        problem = self.parameters.set(args)
+        if problem is not None:
+            fail(problem)
         return {}
 
     def _query_parameters(self, _: object, ctx: CommandContext) -> dict[str, Any]:
-        return {"downtime-limit": self.downtime_limit, "max-bandwidth": self.max_bandwidth}
+        return dict(self.parameters.values)
+
+    @property
+    def max_bandwidth(self) -> int:
+        """Bytes per second the migration may send."""
+        value: int = self.parameters.values["max-bandwidth"]
+        return value
+
+    @property
+    def downtime_limit(self) -> int:
+        """Milliseconds the final stop may last."""
+        value: int = self.parameters.values["downtime-limit"]
+        return value
 
     def _set_dirty_rate(self, args: DirtyRateArguments, ctx: CommandContext) -> Any:
         if args.bytes_per_second < 0:
