@@ -107,3 +107,16 @@ def test_a_file_that_is_not_a_history_is_a_usage_error(tmp_path: Path) -> None:
             result = CliRunner().invoke(main, [command, "--db", str(path)])
             assert result.exit_code == 2, result.output
             assert "not a qmpevents history database" in result.output
+
+
+def test_the_tables_escape_control_characters_and_markup(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    store = SQLiteStore(path)
+    store.open()
+    store.submit(event_record("a\nb", 1, "MIGRATION_PASS"))
+    store.submit(event_record("[red]x[/red]", 2, "MIGRATION_PASS"))
+    assert store.close() == 0
+    for command in ("history", "stats"):
+        out = run(command, "--db", str(path))
+        assert "a\\nb" in out and "[red]x[/red]" in out, out
+        assert not any(line.strip(" │") == "b" for line in out.splitlines())

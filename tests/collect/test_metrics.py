@@ -15,6 +15,8 @@ class CountingSink:
     def __init__(self) -> None:
         self.records: list[Record] = []
         self.dropped = 0
+        self.failures = 0
+        self.rejected: dict[str, int] = {}
 
     @property
     def depth(self) -> int:

@@ -1,7 +1,20 @@
 """``qmpevents collect``: record the events of many VMs into SQLite (and NATS JetStream).
 
-Exit statuses: 0 stopped by SIGTERM, 130 by SIGINT, 2 a usage error (bad option,
-target or configuration file), printed as one line.
+Exit statuses:
+
+- 0: stopped by SIGTERM, and every record received was stored in every sink;
+- 130: the same, stopped by SIGINT (Ctrl-C);
+- 1: stopped, but some records were not stored: dropped by a full buffer, rejected
+  for good (``qmpevents_rejected_total``), or still unstored at a sink's close
+  timeout; a last line on stderr says how many per sink;
+- 2: a usage error, printed as one line, before anything is collected: a bad option,
+  target or configuration file, a metrics address, or a ``--db`` that cannot be
+  written (a directory, a path under a file, ``/proc``, an empty path).
+
+A second SIGTERM or SIGINT while stopping does not interrupt storing what was
+received (only SIGKILL does). ``--db`` is always a file path, never an SQLite URI.
+Every line printed (status lines, log lines) has its control characters escaped, so
+a VM name with a newline never splits one.
 """
 
 from __future__ import annotations
@@ -17,6 +30,7 @@ import click
 from qmpevents.collect.collector import Collector
 from qmpevents.collect.config import CollectorConfig, load_config, merged
 from qmpevents.collect.discovery import vm_from_argument
+from qmpevents.collect.names import escape_controls
 from qmpevents.collect.sqlite_schema import default_db_path
 from qmpevents.errors import ConfigError
 
@@ -46,7 +60,23 @@ class _OneLineCommand(click.Command):
 
 
 def _status(vm: str, connected: bool, detail: str) -> None:
-    click.echo(f"{vm}: {detail}", err=True)
+    click.echo(escape_controls(f"{vm}: {detail}"), err=True)
+
+
+class _OneLineFormatter(logging.Formatter):
+    """Log messages with their control characters escaped (a traceback stays as it is)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+
+def _db_path(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    if not value:
+        raise click.BadParameter("'': an empty path is not a file", ctx, param)
+    return Path(value)
 
 
 @click.command(cls=_OneLineCommand)
@@ -70,8 +100,9 @@ def _status(vm: str, connected: bool, detail: str) -> None:
 )
 @click.option(
     "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help=f"SQLite history [default: {default_db_path()}].",
+    type=click.Path(dir_okay=False),
+    callback=_db_path,
+    help=f"SQLite history file (a path, never a URI) [default: {default_db_path()}].",
 )
 @click.option(
     "--nats", metavar="URL", help="Also publish to NATS JetStream (URLs comma-separated)."
@@ -138,10 +169,20 @@ def collect(
         raise _UsageLine("nothing to collect: give a TARGET, --watch-dir or a --config with VMs")
     if config.watch_dir is not None and not config.watch_dir.is_dir():
         raise _UsageLine(f"--watch-dir {config.watch_dir}: not a directory")
-    logging.basicConfig(level=logging.WARNING, format="qmpevents collect: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_OneLineFormatter("qmpevents collect: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     collector = Collector(config, on_status=None if quiet else _status)
     try:
         stopped_by = asyncio.run(collector.run())
     except (ConfigError, OSError) as error:
-        raise _UsageLine(str(error)) from None
+        raise _UsageLine(escape_controls(str(error))) from None
+    not_stored = collector.not_stored()
+    if not_stored:
+        counts = ", ".join(f"{sink}: {count}" for sink, count in not_stored.items())
+        click.echo(
+            f"qmpevents collect: record(s) not stored ({counts}): dropped or rejected, see above",
+            err=True,
+        )
+        raise SystemExit(1)
     raise SystemExit(130 if stopped_by is signal.SIGINT else 0)

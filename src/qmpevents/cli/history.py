@@ -17,8 +17,10 @@ import click
 import msgspec
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from qmpevents.collect.history import History
+from qmpevents.collect.names import escape_controls
 from qmpevents.collect.records import EventRecord, Record
 from qmpevents.collect.sqlite_schema import default_db_path
 from qmpevents.errors import ConfigError
@@ -103,6 +105,11 @@ def _record_json(record: Record) -> bytes:
     return msgspec.json.encode(record)
 
 
+def _cell(text: str) -> Text:
+    """A table cell of outside text: control characters escaped, no Rich markup read."""
+    return Text(escape_controls(text))
+
+
 def _describe(record: Record) -> tuple[str, str, str, str]:
     """(time, VM, what, details) of one table row."""
     if isinstance(record, EventRecord):
@@ -146,7 +153,7 @@ def history(
         return
     table = Table("time", "VM", "event", "details")
     for record in records:
-        table.add_row(*_describe(record))
+        table.add_row(*map(_cell, _describe(record)))
     Console().print(table)
     click.echo(f"{len(records)} record(s)", err=True)
 
@@ -166,6 +173,6 @@ def stats(db: Path | None, since: float | None, until: float | None, as_json: bo
         return
     table = Table("VM", "event", "count")
     for count in counts:
-        table.add_row(count.vm, count.name, str(count.count))
+        table.add_row(_cell(count.vm), _cell(count.name), str(count.count))
     Console().print(table)
     click.echo(f"{sum(c.count for c in counts)} event(s)", err=True)

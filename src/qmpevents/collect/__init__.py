@@ -7,9 +7,13 @@
 - :mod:`.fanout`: :class:`Fanout`, what the per-VM connections call; it feeds the
   sinks and the metrics and tracks each VM's open gap.
 - :mod:`.sink`: the :class:`Sink` protocol; :mod:`.buffer` the bounded,
-  drop-counting buffer every sink keeps.
-- :mod:`.sqlite_store` (with :mod:`.sqlite_schema`): the SQLite history, the default;
-  :mod:`.history` reads it back.
-- :mod:`.nats_sink`: publishing to the ``QMP_EVENTS`` JetStream stream.
-- :mod:`.metrics`: Prometheus metrics and their HTTP endpoint.
+  drop-counting buffer every sink keeps; :mod:`.rejects` the records a sink can
+  never store, set aside and counted.
+- :mod:`.sqlite_store` (with :mod:`.sqlite_batches` and :mod:`.sqlite_schema`): the
+  SQLite history, the default; :mod:`.history` reads it back.
+- :mod:`.nats_sink` (with :mod:`.nats_messages`): publishing to the ``QMP_EVENTS``
+  JetStream stream.
+- :mod:`.metrics`: Prometheus metrics and their HTTP endpoint; :mod:`.event_labels`
+  bounds the event names used as labels.
+- :mod:`.names`: VM names that are not UTF-8, control characters, header values.
 """

@@ -15,6 +15,14 @@ Stopping (:meth:`Collector.stop`, SIGTERM or SIGINT under :meth:`Collector.run`)
 connections are closed after recording what they received, the fan-out opens a gap
 ``"collector stopped"`` for each connected VM and the sinks store everything (SQLite
 commits all of it; NATS within its close timeout), then the metrics endpoint closes.
+The signal handlers stay installed until then: a second SIGTERM or SIGINT (GNU
+``timeout`` sends two; an impatient Ctrl-C) is logged and does not cut the flush
+short; only SIGKILL does. :meth:`Collector.not_stored` then says what each sink
+could not store (dropped, rejected, or still waiting at its close timeout).
+
+At start, a history that cannot be opened for writing is refused
+(:class:`~qmpevents.errors.ConfigError`) rather than retried for ever; once running,
+storage failures are retried (see :mod:`.sqlite_store`).
 """
 
 from __future__ import annotations
@@ -69,6 +77,7 @@ class Collector:
             config.db,
             batching=BatchPolicy(config.batch_size, config.batch_interval),
             buffer_limit=config.db_buffer,
+            refuse_unwritable=True,
         )
         self.nats = (
             NatsSink(config.nats.split(","), buffer_limit=config.nats_buffer)
@@ -91,8 +100,9 @@ class Collector:
         """Open the metrics endpoint and the sinks, recover gaps, attach the VMs, watch.
 
         Raises :class:`~qmpevents.errors.ConfigError` (a metrics address that is not
-        loopback without ``metrics_public``, a history newer than this code) and
-        ``OSError`` (the metrics port is taken) before anything is attached.
+        loopback without ``metrics_public``, a history newer than this code or that
+        cannot be written) and ``OSError`` (the metrics port is taken) before anything
+        is attached.
         """
         address = self.config.metrics_address()
         if address is not None:
@@ -149,6 +159,7 @@ class Collector:
             return
         await endpoint.aclose()
         self.fanout.record_disconnected(name, reason)
+        self.fanout.forget(name)
         if self.on_status is not None:
             self.on_status(name, False, f"detached: {reason}")
 
@@ -162,24 +173,50 @@ class Collector:
             await asyncio.sleep(watcher.interval)
 
     def stop(self, signum: signal.Signals | None = None) -> None:
-        """Make :meth:`run` return (after closing everything). Safe from a signal handler."""
+        """Make :meth:`run` return (after closing everything). Safe from a signal handler.
+
+        Once stopping, another call changes nothing (the first signal is the one
+        :meth:`run` returns): it is logged, and the records are still all stored.
+        """
+        if self._stopped.is_set():
+            what = signum.name if signum is not None else "stop"
+            log.warning(
+                "%s: already stopping, still storing what was received (SIGKILL aborts)", what
+            )
+            return
         self._signal = signum
         self._stopped.set()
 
     async def run(self, *, handle_signals: bool = True) -> signal.Signals | None:
-        """Start, collect until :meth:`stop` (or SIGTERM/SIGINT), close; return the signal."""
+        """Start, collect until :meth:`stop` (or SIGTERM/SIGINT), close; return the signal.
+
+        The handlers stay until everything is closed, so that a repeated signal never
+        interrupts the final flush.
+        """
         loop = asyncio.get_running_loop()
         signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
         for signum in signals:
             loop.add_signal_handler(signum, self.stop, signum)
         try:
-            await self.start()
-            await self._stopped.wait()
+            try:
+                await self.start()
+                await self._stopped.wait()
+            finally:
+                self._stopped.set()  # a signal from now on is a repeat
+                await self.aclose()
         finally:
             for signum in signals:
                 loop.remove_signal_handler(signum)
-            await self.aclose()
         return self._signal
+
+    def not_stored(self) -> dict[str, int]:
+        """Records each sink did not store: dropped (full buffer, close timeout) or rejected.
+
+        Only the sinks that lost something are listed; ``{}`` means everything was stored.
+        """
+        sinks: list[Sink] = [self.sqlite] if self.nats is None else [self.sqlite, self.nats]
+        lost = {sink.name: sink.dropped + sum(sink.rejected.values()) for sink in sinks}
+        return {name: count for name, count in lost.items() if count}
 
     async def aclose(self) -> None:
         """Stop watching and connecting, store everything received, close the metrics endpoint.

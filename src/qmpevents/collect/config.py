@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from qmpevents.addresses import parse_address
+from qmpevents.collect.names import safe_name
 from qmpevents.errors import ConfigError
 
 __all__ = ["CollectorConfig", "VMSpec", "load_config", "merged", "parse_host_port"]
@@ -43,12 +44,18 @@ _HOST_PORT = re.compile(r"^(?:(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\[\]]*)):)?(?P<p
 
 @dataclass(frozen=True)
 class VMSpec:
-    """A VM to attach: its ``name`` in records and metrics, and its QMP ``target``."""
+    """A VM to attach: its ``name`` in records and metrics, and its QMP ``target``.
+
+    A name that is not valid UTF-8 (the file name of a socket, undecodable bytes
+    held as surrogates) is kept with those bytes as ``\\xNN`` (:func:`~.names.safe_name`),
+    the same in SQLite, NATS and the metrics; the target is the path as it is.
+    """
 
     name: str
     target: str
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "name", safe_name(self.name))
         parse_address(self.target)  # a bad HOST:PORT is a ConfigError now, not at connect
 
 

@@ -5,7 +5,9 @@
   (``/run/qemu/web1.qmp`` is ``web1``), or ``HOST:PORT``.
 - :class:`DirectoryWatcher` looks at a directory every ``interval`` seconds
   (``os.scandir``; sockets only, ``S_ISSOCK``) and reports the sockets that
-  appeared and vanished since its last look, named the same way.
+  appeared and vanished since its last look, named the same way. A file name that
+  is not valid UTF-8 names its VM with the undecodable bytes as ``\\xNN``
+  (``b"vm\\xff.sock"`` is the VM ``vm\\xff``; see :class:`~.config.VMSpec`).
 """
 
 from __future__ import annotations
@@ -69,15 +71,14 @@ class DirectoryWatcher:
         for path in sorted(found):
             if path in self._present or path in self._taken_paths:
                 continue
-            name = name_of_socket(path)
-            if name in names:
+            vm = VMSpec(name_of_socket(path), path)  # a name that is not UTF-8 is escaped
+            if vm.name in names:
                 if path not in self._ignored:
                     self._ignored.add(path)
-                    log.warning("%s: ignored, the VM name %r is already attached", path, name)
+                    log.warning("%r: ignored, the VM name %r is already attached", path, vm.name)
                 continue
-            vm = VMSpec(name, path)
             self._present[path] = vm
-            names.add(name)
+            names.add(vm.name)
             changes.appeared.append(vm)
         self._ignored &= found
         return changes

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 
 from qmpevents.collect.metrics import CollectorMetrics
+from qmpevents.collect.names import safe_name
 from qmpevents.collect.records import EventRecord, GapRecord, Record
 from qmpevents.collect.sink import Sink
 from qmpevents.schema.events import Event
@@ -70,8 +71,7 @@ class Fanout:
         """
         record = EventRecord.from_event(vm, event, self._clock())
         self._submit(record)
-        self.metrics.events.labels(vm, record.name).inc()
-        self.metrics.last_event.labels(vm).set(record.received_at)
+        self.metrics.count_event(vm, record.name, record.received_at)
         return record
 
     def record_connected(self, vm: str) -> GapRecord | None:
@@ -81,10 +81,10 @@ class Fanout:
         which one could have been missed.
         """
         if vm in self._ever_connected:
-            self.metrics.reconnects.labels(vm).inc()
+            self.metrics.count_reconnect(vm)
         self._ever_connected.add(vm)
         self._connected.add(vm)
-        self.metrics.connected.labels(vm).set(1)
+        self.metrics.set_connected(vm, True)
         gap = self._open_gaps.pop(vm, None)
         if gap is None:
             return None
@@ -99,13 +99,14 @@ class Fanout:
         so that the time until its first connection is a gap too.
         """
         self._connected.discard(vm)
-        self.metrics.connected.labels(vm).set(0)
+        self.metrics.set_connected(vm, False)
         gap = self._open_gaps.get(vm)
         if gap is None:
+            reason = safe_name(reason)  # it may quote a socket path that is not UTF-8
             gap = GapRecord(vm=vm, started=self._clock(), ended=None, reason=reason)
             self._open_gaps[vm] = gap
             self._submit(gap)
-            self.metrics.gaps.labels(vm).inc()
+            self.metrics.count_gap(vm)
         return gap
 
     def record_gap(self, vm: str, started: float, ended: float | None, reason: str) -> GapRecord:
@@ -113,12 +114,22 @@ class Fanout:
 
         A gap with ``ended=None`` becomes ``vm``'s open gap, closed by its next connection.
         """
-        gap = GapRecord(vm=vm, started=started, ended=ended, reason=reason)
+        gap = GapRecord(vm=vm, started=started, ended=ended, reason=safe_name(reason))
         if ended is None:
             self._open_gaps[vm] = gap
         self._submit(gap)
-        self.metrics.gaps.labels(vm).inc()
+        self.metrics.count_gap(vm)
         return gap
+
+    def forget(self, vm: str) -> None:
+        """``vm`` went away (detached): drop its metric series; its open gap stays open.
+
+        Call it after :meth:`record_disconnected`. If it comes back, it starts afresh
+        (its first connection is not a reconnection) and closes that gap.
+        """
+        self._connected.discard(vm)
+        self._ever_connected.discard(vm)
+        self.metrics.forget_vm(vm)
 
     def _submit(self, record: Record) -> None:
         for sink in self.sinks:

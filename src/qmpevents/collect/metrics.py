@@ -10,7 +10,17 @@ Exposed (all prefixed ``qmpevents_``):
 - ``listener_dropped_total{vm}``: events lost before recording because the VM's
   connection queue overflowed (the collector could not keep up);
 - ``sink_queue_depth{sink}`` and ``sink_dropped_total{sink}``: records waiting in
-  each sink, and records it dropped because its buffer was full (read at scrape time).
+  each sink, and records it dropped because its buffer was full or could not store
+  before closing (read at scrape time);
+- ``sink_failures_total{sink}``: failed attempts to store or publish (each logged);
+- ``rejected_total{sink,reason}``: records a sink gave up on for their own sake
+  (:mod:`.rejects`; SQLite: ``integrity``, ``data``, ``encoding``, ``invalid``;
+  NATS: ``too_large``, ``subject``, ``refused``, ``invalid``).
+
+Label values are bounded and always valid UTF-8: the ``vm`` label is the VM name as
+:func:`~.names.safe_name` keeps it, and the series of a VM are removed when the VM
+goes away (:meth:`CollectorMetrics.forget_vm`); the ``event`` label is the event name
+only for known names and the first 100 others (:mod:`.event_labels`), else ``other``.
 """
 
 from __future__ import annotations
@@ -24,6 +34,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from qmpevents.addresses import is_loopback
+from qmpevents.collect.event_labels import EventLabels
+from qmpevents.collect.names import safe_name
 from qmpevents.collect.sink import Sink
 from qmpevents.errors import ConfigError
 
@@ -41,20 +53,52 @@ class _SinkGauges(Collector):
             "qmpevents_sink_queue_depth", "Records waiting in the sink", labels=["sink"]
         )
         dropped = CounterMetricFamily(
-            "qmpevents_sink_dropped", "Records dropped by a full sink buffer", labels=["sink"]
+            "qmpevents_sink_dropped",
+            "Records dropped by a full sink buffer or not stored at close",
+            labels=["sink"],
+        )
+        failures = CounterMetricFamily(
+            "qmpevents_sink_failures", "Failed attempts to store or publish", labels=["sink"]
+        )
+        rejected = CounterMetricFamily(
+            "qmpevents_rejected",
+            "Records a sink can never store or publish, set aside",
+            labels=["sink", "reason"],
         )
         for sink in self.sinks:
             depth.add_metric([sink.name], sink.depth)
             dropped.add_metric([sink.name], sink.dropped)
-        yield depth
-        yield dropped
+            failures.add_metric([sink.name], sink.failures)
+            for reason, count in sorted(sink.rejected.items()):
+                rejected.add_metric([sink.name, reason], count)
+        yield from (depth, dropped, failures, rejected)
+
+
+class _VMSeries:
+    """The cached series of one VM: its ``vm`` label, last-event gauge, event counters."""
+
+    __slots__ = ("events", "label", "last_event", "other")
+
+    def __init__(self, label: str, last_event: Gauge) -> None:
+        self.label = label
+        self.last_event = last_event
+        self.events: dict[str, Counter] = {}  # event name -> its counter, admitted names only
+        self.other: Counter | None = None
 
 
 class CollectorMetrics:
-    """The metrics of one collector; ``registry`` is its own unless one is passed."""
+    """The metrics of one collector; ``registry`` is its own unless one is passed.
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    ``unknown_events`` is the number of event names outside the known ones that get
+    a label value of their own (see :mod:`.event_labels`).
+    """
+
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, unknown_events: int = 100
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.event_labels = EventLabels(unknown_events)
+        self._vms: dict[str, _VMSeries] = {}
         self.events = Counter(
             "qmpevents_events", "Events received", ["vm", "event"], registry=self.registry
         )
@@ -84,6 +128,65 @@ class CollectorMetrics:
         )
         self._sinks = _SinkGauges()
         self.registry.register(self._sinks)
+        self._per_vm = (
+            self.events,
+            self.connected,
+            self.reconnects,
+            self.gaps,
+            self.last_event,
+            self.listener_dropped,
+        )
+
+    # --- per VM: called from the event loop -------------------------------------------
+
+    def count_event(self, vm: str, name: str, received_at: float) -> None:
+        """One event ``name`` of ``vm`` received at ``received_at`` (seconds since the epoch)."""
+        series = self._vms.get(vm)
+        if series is None:
+            label = safe_name(vm)
+            series = self._vms[vm] = _VMSeries(label, self.last_event.labels(label))
+        counter = series.events.get(name)
+        if counter is None:
+            counter = self._event_counter(series, name)
+        counter.inc()
+        series.last_event.set(received_at)
+
+    def _event_counter(self, series: _VMSeries, name: str) -> Counter:
+        label = self.event_labels.label(name)
+        if label == name:
+            counter = series.events[name] = self.events.labels(series.label, label)
+            return counter
+        if series.other is None:  # never cache a name that is not admitted: unbounded
+            series.other = self.events.labels(series.label, label)
+        return series.other
+
+    def set_connected(self, vm: str, connected: bool) -> None:
+        """``vm``'s monitor is connected now, or not."""
+        self.connected.labels(safe_name(vm)).set(1 if connected else 0)
+
+    def count_reconnect(self, vm: str) -> None:
+        """``vm`` connected again."""
+        self.reconnects.labels(safe_name(vm)).inc()
+
+    def count_gap(self, vm: str) -> None:
+        """A gap of ``vm`` was recorded."""
+        self.gaps.labels(safe_name(vm)).inc()
+
+    def forget_vm(self, vm: str) -> None:
+        """Remove every series of ``vm`` (it went away); it starts afresh if it comes back."""
+        self._vms.pop(vm, None)
+        labels = {"vm": safe_name(vm)}
+        for metric in self._per_vm:
+            metric.remove_by_labels(labels)
+
+    def vms(self) -> set[str]:
+        """The ``vm`` label values that have a series now."""
+        return {
+            sample.labels["vm"]
+            for metric in self.registry.collect()
+            for sample in metric.samples
+            if "vm" in sample.labels
+        }
 
     def watch_sink(self, sink: Sink) -> None:
         """Expose ``sink``'s queue depth and drops under its ``name``."""

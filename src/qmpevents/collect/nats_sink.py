@@ -1,37 +1,34 @@
 """The NATS JetStream sink: every record published to stream ``QMP_EVENTS``, acknowledged.
 
-Layout for subscribers, who need nothing but a NATS client:
-
-- An event goes to ``qmp.<vm>.<EVENT>``; its payload is the event exactly as QEMU
-  sent it. A gap goes to ``qmp.<vm>._GAP`` as JSON (``{"type": "gap", "vm": ...,
-  "started": ..., "ended": ..., "reason": ...}``); it is published when it opens and
-  again when it closes.
-- ``<vm>`` is the VM name made into one subject token by :func:`subject_token`
-  (``.``, ``*``, ``>``, ``%``, whitespace and control characters become ``%XX``);
-  the header ``Qmp-Vm`` carries the name unchanged, ``Qmp-Received-At`` the
-  collector's receive time (seconds since the epoch).
-- ``Nats-Msg-Id`` is derived from the record alone (VM, QEMU timestamp, event name and
-  a hash of the raw bytes; see :func:`message_id`), so republishing a record after a
-  lost acknowledgement is dropped by JetStream's de-duplication (within the stream's
-  duplicate window, 2 minutes by default). Two events of one VM identical down to the
-  microsecond and the byte are indistinguishable and are stored once.
+Subscribers need nothing but a NATS client. An event goes to ``qmp.<vm>.<EVENT>``
+with the bytes QEMU sent as payload, a gap to ``qmp.<vm>._GAP`` as JSON (when it
+opens and again when it closes); header ``Qmp-Vm`` is the VM name percent-escaped
+(``urllib.parse.unquote`` gives it back exactly), ``Qmp-Received-At`` the receive
+time. :mod:`.nats_messages` has the details, and :func:`message_id` the
+``Nats-Msg-Id`` derived from the record alone, so that republishing a record after a
+lost acknowledgement is dropped by JetStream's de-duplication (within the stream's
+duplicate window, 2 minutes by default).
 
 Delivery is at least once: a record leaves the local buffer only when JetStream has
 acknowledged it. While NATS is unreachable, records wait in a buffer of at most
 ``buffer_limit`` (the oldest are dropped and counted beyond that) plus one window of
 ``window`` records in flight, and are retried with backoff; nats-py reconnects
 underneath.
+
+A record that can never be published (an event over the server's ``max_payload``,
+1 MiB by default; an event name that makes no subject, such as ``""``; one JetStream
+refuses, such as one over the stream's ``max_msg_size``) is tried again alone, then
+rejected: counted per reason in :attr:`NatsSink.rejected` and logged (:mod:`.rejects`).
+It never holds up the records behind it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 
-import msgspec
 import nats
 import nats.errors
 import nats.js.errors
@@ -40,7 +37,17 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck, StorageType
 
 from qmpevents.collect.buffer import DropOldestBuffer
-from qmpevents.collect.records import EventRecord, Record
+from qmpevents.collect.nats_messages import (
+    GAP_TOKEN,
+    NATS_REASONS,
+    Unpublishable,
+    message_for,
+    message_id,
+    subject_of,
+    subject_token,
+)
+from qmpevents.collect.records import Record
+from qmpevents.collect.rejects import Rejections
 
 __all__ = ["GAP_TOKEN", "STREAM", "NatsSink", "message_id", "subject_of", "subject_token"]
 
@@ -49,52 +56,22 @@ log = logging.getLogger(__name__)
 STREAM = "QMP_EVENTS"
 """The default stream name."""
 
-GAP_TOKEN = "_GAP"
-"""The last subject token of gap records (no QEMU event name starts with ``_``)."""
-
-_ESCAPED = frozenset(".*>%")
-
-
-def subject_token(name: str) -> str:
-    """``name`` as one NATS subject token: reserved and blank characters become ``%XX``.
-
-    The mapping is one-to-one (``%`` itself is escaped), so two VM names never
-    share a subject. Raises ``ValueError`` for an empty name.
-    """
-    if not name:
-        raise ValueError("an empty name cannot be a subject token")
-    return "".join(
-        "".join(f"%{byte:02X}" for byte in ch.encode())
-        if ch in _ESCAPED or ch.isspace() or not ch.isprintable()
-        else ch
-        for ch in name
-    )
+# Raised by nats-py for one message, before it is sent: that message's fault. (message_for
+# checks size and subject first: publish_async leaks a pending slot when it raises.)
+_REFUSED_HERE = (
+    nats.errors.MaxPayloadError,
+    nats.errors.BadSubjectError,
+    nats.errors.BadHeaderError,
+)
 
 
-def subject_of(record: Record) -> str:
-    """The subject ``record`` is published to (``qmp.<vm>.<event>`` or ``qmp.<vm>._GAP``)."""
-    last = subject_token(record.name) if isinstance(record, EventRecord) else GAP_TOKEN
-    return f"qmp.{subject_token(record.vm)}.{last}"
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
-def message_id(record: Record) -> str:
-    """The ``Nats-Msg-Id`` of ``record``: the same record always gets the same id.
-
-    For an event: VM, QEMU timestamp, event name and a BLAKE2b hash of the raw bytes.
-    For a gap: VM, start and end (an open gap and its closing are two messages).
-    """
-    if isinstance(record, EventRecord):
-        digest = hashlib.blake2b(record.raw, digest_size=12).hexdigest()
-        return f"{record.vm}:{record.qemu_seconds}.{record.qemu_micros:06d}:{record.name}:{digest}"
-    return f"{record.vm}:gap:{record.started!r}:{record.ended!r}"
-
-
-def _payload(record: Record) -> bytes:
-    return record.raw if isinstance(record, EventRecord) else msgspec.json.encode(record)
-
-
-def _received_at(record: Record) -> float:
-    return record.received_at if isinstance(record, EventRecord) else record.started
+def _refused(error: BaseException) -> bool:
+    """Whether JetStream's answer refuses the message itself (400), not the moment."""
+    return isinstance(error, nats.js.errors.BadRequestError)
 
 
 class NatsSink:
@@ -137,12 +114,15 @@ class NatsSink:
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._last_logged: str | None = None
+        self._max_msg_size = -1  # the stream's limit, if it has one
         self.published = 0
         """Records acknowledged by JetStream so far."""
         self.failures = 0
         """Failed publish attempts so far (each one logged)."""
         self.last_error: str | None = None
         """The last publishing error, ``None`` once publishing succeeds again."""
+        self.rejections = Rejections(self.name, NATS_REASONS)
+        """The records that can never be published (see :mod:`.rejects`)."""
 
     def submit(self, record: Record) -> None:
         """Queue ``record`` for publishing and return at once (a full buffer drops its oldest).
@@ -163,8 +143,13 @@ class NatsSink:
 
     @property
     def dropped(self) -> int:
-        """Records dropped because the buffer reached ``buffer_limit``."""
+        """Records dropped because the buffer reached ``buffer_limit`` (or lost at close)."""
         return self._buffer.dropped
+
+    @property
+    def rejected(self) -> dict[str, int]:
+        """Records that can never be published, per reason."""
+        return self.rejections.counts
 
     async def start(self) -> None:
         """Start the publisher task (it connects, creates the stream if missing, publishes)."""
@@ -217,7 +202,6 @@ class NatsSink:
                 self._failed(f"{type(error).__name__}: {error}", len(batch))
             finally:
                 self._in_flight = 0
-            self.published += len(batch) - len(failed)
             if not failed:
                 delay = self.retry_initial
                 if self.last_error is not None:
@@ -256,49 +240,121 @@ class NatsSink:
                 ) from None
         js = self._nc.jetstream()
         try:
-            await js.stream_info(self.stream)
+            info = await js.stream_info(self.stream)
+            self._max_msg_size = info.config.max_msg_size or -1
         except nats.js.errors.NotFoundError:
             await js.add_stream(name=self.stream, subjects=["qmp.>"], storage=StorageType.FILE)
             log.info("NATS %s: created stream %s", self.servers, self.stream)
         self._js = js
         return js
 
+    def _size_limit(self) -> int:
+        """The largest message (headers and payload) the server and the stream take."""
+        assert self._nc is not None
+        limit = self._nc.max_payload
+        return min(limit, self._max_msg_size) if self._max_msg_size > 0 else limit
+
     async def _publish(self, js: JetStreamContext, batch: list[Record]) -> list[Record]:
-        """Publish ``batch`` pipelined; return the records that were not acknowledged."""
-        futures: list[asyncio.Future[PubAck]] = []
+        """Publish ``batch`` pipelined; return the records to retry later.
+
+        A record that fails for its own sake (see :meth:`_publish_alone`) is published
+        again on its own, and rejected if it fails alone too.
+        """
+        limit = self._size_limit()
+        sent: list[tuple[Record, asyncio.Future[PubAck]]] = []
+        suspects: list[Record] = []
         try:
             for record in batch:
-                headers = {
-                    "Nats-Msg-Id": message_id(record),
-                    "Qmp-Vm": record.vm,
-                    "Qmp-Received-At": repr(_received_at(record)),
-                }
-                futures.append(
-                    await js.publish_async(subject_of(record), _payload(record), headers=headers)
-                )
+                try:
+                    message = message_for(record, limit)
+                except Exception:  # Unpublishable or worse: _publish_alone says why
+                    suspects.append(record)
+                    continue
+                try:
+                    future = await js.publish_async(
+                        message.subject, message.payload, headers=message.headers
+                    )
+                except _REFUSED_HERE:
+                    suspects.append(record)
+                    continue
+                sent.append((record, future))
         except BaseException:
-            for future in futures:
+            for _, future in sent:
                 future.cancel()
             raise
-        done, pending = await asyncio.wait(futures, timeout=self.ack_timeout)
+        failed = await self._acknowledged(sent, suspects)
+        for i, record in enumerate(suspects):
+            try:
+                await self._publish_alone(js, record)
+            except Exception as error:  # NATS itself failed meanwhile: retry them later
+                rest = suspects[i:]
+                self._failed(_describe(error), len(rest))
+                failed += rest
+                break
+        return failed
+
+    async def _acknowledged(
+        self, sent: list[tuple[Record, asyncio.Future[PubAck]]], suspects: list[Record]
+    ) -> list[Record]:
+        """Wait for the acks of ``sent``; return what to retry, add the suspects to ``suspects``.
+
+        A refusal is the record's own fault; so, likely, is a missing ack when others of
+        the batch were acknowledged (nats-py loses JetStream's error answer to an
+        asynchronous publish, and the ack never comes).
+        """
+        if not sent:
+            return []
+        done, pending = await asyncio.wait([f for _, f in sent], timeout=self.ack_timeout)
         for future in pending:
             future.cancel()
-        failed = [
-            record
-            for record, future in zip(batch, futures, strict=True)
-            if future not in done or future.cancelled() or future.exception() is not None
-        ]
-        if failed:
-            reason = next(
-                (
-                    f"{type(exc).__name__}: {exc}"
-                    for f in done
-                    if not f.cancelled() and (exc := f.exception()) is not None
-                ),
-                f"no acknowledgement within {self.ack_timeout} s",
+        unacknowledged: list[Record] = []
+        reason: str | None = None
+        acknowledged = 0
+        for record, future in sent:
+            error: BaseException | None = TimeoutError()
+            if future in done and not future.cancelled():
+                error = future.exception()
+            if error is None:
+                acknowledged += 1
+            elif _refused(error):
+                suspects.append(record)
+            else:
+                unacknowledged.append(record)
+                if reason is None and not isinstance(error, TimeoutError):
+                    reason = _describe(error)
+        self.published += acknowledged
+        if unacknowledged and acknowledged:
+            suspects.extend(unacknowledged)  # the others went through: try these alone
+            return []
+        if unacknowledged:
+            reason = reason or f"no acknowledgement within {self.ack_timeout} s"
+            self._failed(reason, len(unacknowledged))
+        return unacknowledged
+
+    async def _publish_alone(self, js: JetStreamContext, record: Record) -> None:
+        """Publish ``record`` on its own, waiting for JetStream's answer; reject it if refused.
+
+        Raises for any failure that is not the record's (NATS away, no answer in time).
+        """
+        try:
+            message = message_for(record, self._size_limit())
+            await js.publish(
+                message.subject, message.payload, timeout=self.ack_timeout, headers=message.headers
             )
-            self._failed(reason, len(failed))
-        return failed
+        except Unpublishable as problem:
+            self.rejections.add(record, problem.reason, str(problem))
+        except nats.errors.MaxPayloadError as error:
+            self.rejections.add(record, "too_large", _describe(error))
+        except (nats.errors.BadSubjectError, nats.errors.BadHeaderError) as error:
+            self.rejections.add(record, "subject", _describe(error))
+        except nats.js.errors.BadRequestError as error:
+            self.rejections.add(record, "refused", _describe(error))
+        except (nats.errors.Error, nats.js.errors.Error, OSError, TimeoutError):
+            raise  # NATS's trouble, not the record's
+        except Exception as error:  # a record we cannot even read
+            self.rejections.add(record, "invalid", _describe(error))
+        else:
+            self.published += 1
 
     def _failed(self, reason: str, count: int) -> None:
         self.failures += 1
@@ -309,7 +365,7 @@ class NatsSink:
             self.servers,
             count,
             reason,
-            self.depth + count,
+            len(self._buffer) + count,
             self._buffer.limit,
             self._buffer.dropped,
         )

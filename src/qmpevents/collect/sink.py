@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 from qmpevents.collect.records import Record
@@ -14,7 +15,8 @@ class Sink(Protocol):
 
     ``submit`` returns at once and never raises for the destination's sake: a sink
     keeps what it has not stored in its own bounded buffer and counts what that
-    bound makes it drop, so one slow or failing sink never stalls the others.
+    bound makes it drop, so one slow or failing sink never stalls the others. A
+    record it can never store is rejected and counted, never retried for ever.
     """
 
     name: str
@@ -28,7 +30,15 @@ class Sink(Protocol):
 
     @property
     def dropped(self) -> int:
-        """Records dropped because the buffer was full."""
+        """Records dropped because the buffer was full, or still not stored at close."""
+
+    @property
+    def failures(self) -> int:
+        """Failed attempts to store or publish so far (each one logged)."""
+
+    @property
+    def rejected(self) -> Mapping[str, int]:
+        """Records given up on for their own sake, per reason (see :mod:`.rejects`)."""
 
     async def start(self) -> None:
         """Begin storing (connect, open files, start workers)."""

@@ -14,7 +14,15 @@ from pathlib import Path
 
 from qmpevents.errors import ConfigError
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "connect", "default_db_path", "migrate", "version_of"]
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "connect",
+    "default_db_path",
+    "migrate",
+    "unwritable_reason",
+    "version_of",
+]
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: the two record tables. A gap is identified by (vm, started) so that closing
@@ -72,6 +80,9 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     ``sqlite3.OperationalError`` when the file is missing. Both raise
     :class:`~qmpevents.errors.ConfigError` for a database newer than this code and
     for a file that is not a qmpevents history (not SQLite, or another program's).
+
+    ``path`` is always a file path, never an SQLite URI: ``file:ev.db?mode=memory`` is
+    the file of that name (SQLite is given the absolute path, which no URI starts like).
     """
     if readonly:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
@@ -86,7 +97,7 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         return conn
     path.parent.mkdir(parents=True, exist_ok=True)
     # isolation_level=None: transactions are explicit (BEGIN ... COMMIT), one per batch.
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(os.path.abspath(path), isolation_level=None, check_same_thread=False)
     try:
         _version_or_refuse(conn, path)  # before anything writes to a foreign file
         conn.execute("PRAGMA journal_mode=WAL")
@@ -98,6 +109,26 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def unwritable_reason(path: Path, error: BaseException) -> str:
+    """Why the history at ``path`` could not be opened for writing, ``error`` being what failed.
+
+    Names the culprit when the path itself is wrong (a directory, a parent that is a
+    file); otherwise the error's own words.
+    """
+    if str(path) in ("", "."):
+        return "an empty path is not a file"
+    if path.is_dir():
+        return "it is a directory"
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{parent} is not a directory"
+            break
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    return str(error) or type(error).__name__
 
 
 def version_of(conn: sqlite3.Connection) -> int:

@@ -18,62 +18,46 @@ How much a crash can lose, and how that is bounded (the numbers are the defaults
   kept (bounded by ``buffer_limit``: beyond it the oldest records are dropped and
   counted in :attr:`SQLiteStore.dropped`), and the write is retried with
   exponential backoff until it succeeds. Nothing raises into the caller.
+- A record SQLite refuses for its own sake (a constraint, text that is not UTF-8, a
+  value out of range) is tried again alone, then rejected (counted per reason in
+  :attr:`SQLiteStore.rejected`, see :mod:`.rejects`); the records around it are
+  committed (:mod:`.sqlite_batches`).
+- The writer thread survives any exception: an unexpected one is logged with its
+  traceback, counted in :attr:`SQLiteStore.failures` and retried like a storage error.
+
+With ``refuse_unwritable``, :meth:`SQLiteStore.open` raises
+:class:`~qmpevents.errors.ConfigError` when the database cannot be opened for writing
+at all (a directory, a path under a regular file, ``/proc``): what the collector wants
+at startup, where such a path is a mistake rather than an outage.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from qmpevents.collect.buffer import DropOldestBuffer
 from qmpevents.collect.history import EventCount, History
-from qmpevents.collect.records import EventRecord, GapRecord, Record
-from qmpevents.collect.sqlite_schema import connect, default_db_path
+from qmpevents.collect.records import Record
+from qmpevents.collect.rejects import Rejections
+from qmpevents.collect.sqlite_batches import (
+    SQLITE_REASONS,
+    BatchPolicy,
+    is_storage_error,
+    write_batch,
+)
+from qmpevents.collect.sqlite_schema import connect, default_db_path, unwritable_reason
 from qmpevents.errors import ConfigError
 
 __all__ = ["BatchPolicy", "SQLiteStore"]
 
 log = logging.getLogger(__name__)
-
-_INSERT_EVENT = (
-    "INSERT INTO events (vm, name, qemu_seconds, qemu_micros, qemu_ts, received_at, raw)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-# A gap is opened, then closed with the same (vm, started): the second write updates.
-_UPSERT_GAP = (
-    "INSERT INTO gaps (vm, started, ended, reason) VALUES (?, ?, ?, ?)"
-    " ON CONFLICT (vm, started) DO UPDATE SET ended = excluded.ended, reason = excluded.reason"
-)
-
-
-@dataclass(frozen=True)
-class BatchPolicy:
-    """When a batch is written: ``size`` records are waiting, or the oldest waited ``interval``."""
-
-    size: int = 1000
-    interval: float = 0.5
-
-    def __post_init__(self) -> None:
-        if self.size < 1 or self.interval < 0:
-            raise ValueError(f"batch size must be >= 1 and interval >= 0, got {self}")
-
-    def due(self, pending: int, oldest_at: float | None, now: float) -> bool:
-        """Whether ``pending`` records, the oldest received at ``oldest_at``, must go now."""
-        if pending >= self.size:
-            return True
-        return oldest_at is not None and now - oldest_at >= self.interval
-
-    def wait(self, oldest_at: float | None, now: float) -> float | None:
-        """How long until the pending records are due by time (``None``: nothing pending)."""
-        if oldest_at is None:
-            return None
-        return max(0.0, oldest_at + self.interval - now)
 
 
 class SQLiteStore:
@@ -95,6 +79,7 @@ class SQLiteStore:
         retry_initial: float = 0.5,
         retry_max: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        refuse_unwritable: bool = False,
     ) -> None:
         self.path = path if path is not None else default_db_path()
         self.batching = batching or BatchPolicy()
@@ -102,6 +87,7 @@ class SQLiteStore:
             raise ValueError("buffer_limit must hold at least one batch")
         self.retry_initial = retry_initial
         self.retry_max = retry_max
+        self.refuse_unwritable = refuse_unwritable
         self._clock = clock
         self._cond = threading.Condition()
         # (arrival time on self._clock, record), oldest first
@@ -115,12 +101,16 @@ class SQLiteStore:
         self._open_error: ConfigError | None = None
         self._conn: sqlite3.Connection | None = None
         self._abandoned = 0
+        self._delay = retry_initial
+        self._retry_at: float | None = None
         self.committed = 0
         """Records committed so far."""
         self.failures = 0
-        """Failed write attempts so far (each one logged)."""
+        """Failed write attempts so far, unexpected errors included (each one logged)."""
         self.last_error: str | None = None
         """The last storage error, ``None`` once a write succeeds again."""
+        self.rejections = Rejections(self.name, SQLITE_REASONS)
+        """The records SQLite refused for their own sake (see :mod:`.rejects`)."""
 
     # --- the producer side (any thread, typically the event loop) ---------------------
 
@@ -146,8 +136,13 @@ class SQLiteStore:
 
     @property
     def dropped(self) -> int:
-        """Records dropped because the backlog reached ``buffer_limit``."""
+        """Records dropped because the backlog reached ``buffer_limit`` (or lost at close)."""
         return self._buffer.dropped
+
+    @property
+    def rejected(self) -> dict[str, int]:
+        """Records refused for their own sake, per reason."""
+        return self.rejections.counts
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -155,8 +150,9 @@ class SQLiteStore:
         """Start the writer thread and wait for its first attempt to open the database.
 
         Raises :class:`~qmpevents.errors.ConfigError` if the database was written by a
-        newer qmpevents. Any other failure (unwritable path, full disk) is logged and
-        retried by the writer; records are accepted meanwhile.
+        newer qmpevents or another program, and, with ``refuse_unwritable``, if it
+        cannot be opened for writing. Any other failure (unwritable path, full disk) is
+        logged and retried by the writer; records are accepted meanwhile.
         """
         if self._thread is not None:
             return
@@ -222,36 +218,69 @@ class SQLiteStore:
     # --- the writer thread ------------------------------------------------------------
 
     def _run(self) -> None:
-        self._try_connect()
-        self._opened.set()
+        try:
+            self._first_connect()
+        finally:
+            self._opened.set()  # open() never waits for ever, whatever happened
         if self._open_error is not None:
             return
-        delay = self.retry_initial
-        retry_at: float | None = None
-        while True:
-            with self._cond:
-                batch = self._next_batch(retry_at)
-                if batch is None:
-                    break
-            if self._write([record for _, record in batch]):
-                delay = self.retry_initial
-                retry_at = None
-                with self._cond:
-                    self._in_flight = 0
-                    self.committed += len(batch)
-                    self._cond.notify_all()
-                continue
-            with self._cond:
-                self._in_flight = 0
-                self._buffer.restore(batch)
-                if self._closing and self._clock() >= self._close_deadline:
-                    self._abandon()
-                    break
-                retry_at = self._clock() + delay
-            delay = min(delay * 2, self.retry_max)
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        try:
+            while True:
+                try:
+                    if not self._step():
+                        break
+                except Exception as error:  # a bug: say it, count it, keep writing
+                    if not self._unexpected(error):
+                        break
+        finally:
+            self._reset_connection()
+
+    def _step(self) -> bool:
+        """Write the next batch when it is due; False once closed and done."""
+        with self._cond:
+            batch = self._next_batch(self._retry_at)
+            if batch is None:
+                return False
+        try:
+            committed = self._write([record for _, record in batch])
+        except Exception as error:
+            return self._write_failed(error, batch)
+        self._delay = self.retry_initial
+        self._retry_at = None
+        with self._cond:
+            self._in_flight = 0  # rejected records are done with too
+            self.committed += committed
+            self._cond.notify_all()
+        return True
+
+    def _write_failed(self, error: Exception, batch: list[tuple[float, Record]]) -> bool:
+        """Keep ``batch`` for a retry after the backoff; False when closing gives up."""
+        with self._cond:
+            self._in_flight = 0
+            self._buffer.restore(batch)
+            self._failed(error)
+            if self._closing and self._clock() >= self._close_deadline:
+                self._abandon()
+                return False
+            self._retry_at = self._clock() + self._delay
+        self._delay = min(self._delay * 2, self.retry_max)
+        return True
+
+    def _unexpected(self, error: Exception) -> bool:
+        """After an error outside any write: back off (never a busy loop); False to give up.
+
+        It gives up only when closing and past the close deadline, like a failing write.
+        """
+        log.error("SQLite history %s: writer error, continuing", self.path, exc_info=error)
+        with self._cond:
+            self.failures += 1
+            self._in_flight = 0
+            if self._closing and self._clock() >= self._close_deadline:
+                self._abandon()
+                return False
+            self._cond.wait(self._delay)
+        self._delay = min(self._delay * 2, self.retry_max)
+        return True
 
     def _next_batch(self, retry_at: float | None) -> list[tuple[float, Record]] | None:
         """Wait (holding the condition) until a batch is due; None when closed and empty.
@@ -296,44 +325,34 @@ class SQLiteStore:
         )
         self._cond.notify_all()
 
-    def _try_connect(self) -> bool:
-        if self._conn is not None:
-            return True
+    def _first_connect(self) -> None:
         try:
             self._conn = connect(self.path)
         except ConfigError as error:
-            if not self._opened.is_set():
-                self._open_error = error
-            self._failed(error)
-            return False
-        except (sqlite3.Error, OSError) as error:
-            self._failed(error)
-            return False
-        return True
+            self._open_error = error
+        except Exception as error:
+            if self.refuse_unwritable:
+                self._open_error = ConfigError(
+                    f"{self.path}: cannot write the history database: "
+                    f"{unwritable_reason(self.path, error)}"
+                )
+            else:
+                self._failed(error)
 
-    def _write(self, records: list[Record]) -> bool:
+    def _write(self, records: list[Record]) -> int:
+        """Commit ``records`` (rejecting those SQLite refuses); return how many were committed."""
         if not records:
-            return True
-        if not self._try_connect():
-            return False
-        assert self._conn is not None
-        events = [
-            (r.vm, r.name, r.qemu_seconds, r.qemu_micros, r.qemu_ts, r.received_at, r.raw)
-            for r in records
-            if isinstance(r, EventRecord)
-        ]
-        gaps = [(r.vm, r.started, r.ended, r.reason) for r in records if isinstance(r, GapRecord)]
+            return 0
+        if self._conn is None:
+            self._conn = connect(self.path)
         try:
-            self._conn.execute("BEGIN")
-            self._conn.executemany(_INSERT_EVENT, events)
-            self._conn.executemany(_UPSERT_GAP, gaps)
-            self._conn.execute("COMMIT")
-        except sqlite3.Error as error:
+            outcome = write_batch(self._conn, records)
+        except Exception:
             # The connection may be unusable after an I/O error: start afresh next time.
-            self._conn.close()
-            self._conn = None
-            self._failed(error)
-            return False
+            self._reset_connection()
+            raise
+        for record, reason, detail in outcome.rejected:
+            self.rejections.add(record, reason, detail)
         if self.last_error is not None:
             log.warning(
                 "SQLite history %s: writing again after %d failed attempt(s)",
@@ -341,7 +360,13 @@ class SQLiteStore:
                 self.failures,
             )
             self.last_error = None
-        return True
+        return outcome.committed
+
+    def _reset_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
 
     def _failed(self, error: Exception) -> None:
         self.failures += 1
@@ -354,4 +379,6 @@ class SQLiteStore:
             self.depth,
             self._buffer.limit,
             self._buffer.dropped,
+            # a traceback only for what neither storage nor configuration explains: a bug
+            exc_info=None if is_storage_error(error) or isinstance(error, ConfigError) else error,
         )
