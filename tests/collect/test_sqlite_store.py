@@ -382,6 +382,7 @@ while True:
     for _ in range(50):
         store.submit(record(i))
         i += 1
+    time.sleep(0.002)  # a steady load the writer keeps up with, as in production
     print(i, flush=True)
     sys.stdin.readline()
 """,
