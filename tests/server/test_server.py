@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -197,6 +198,10 @@ async def test_signal_closes_gracefully(tmp_path: Path, signum: int) -> None:
     process.send_signal(signum)
     assert await asyncio.wait_for(process.wait(), 10) == 0
     assert not os.path.exists(path)
+    # As from QEMU 7.2: the negotiated client hears why, the others only the close.
+    shutdown = json.loads(await connected[0].reader.readline())
+    assert shutdown["event"] == "SHUTDOWN"
+    assert shutdown["data"] == {"guest": False, "reason": "host-signal"}
     for client in connected:
         assert await client.reader.read() == b""
         await client.close()

@@ -314,15 +314,21 @@ class QMPServer:
 
 
 def install_signal_handlers(server: QMPServer) -> None:
-    """Make SIGINT and SIGTERM close ``server`` gracefully (exit status 0).
+    """Make SIGINT, SIGTERM and SIGHUP shut ``server`` down as QEMU does (exit status 0).
 
-    Call it from the running event loop of the server, in the main thread.
+    Like QEMU 7.2, every negotiated client first gets ``SHUTDOWN {"guest": false,
+    "reason": "host-signal"}``; then the server closes gracefully. Call it from
+    the running event loop of the server, in the main thread. (The simulator's
+    programs do more, in :mod:`qmpevents.sim.signals`: they also print QEMU's
+    "terminating on signal" line, naming the sender.)
     """
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(signum, _on_signal, server, signum)
 
 
 def _on_signal(server: QMPServer, signum: int) -> None:
-    log.info("%s received, closing", signal.Signals(signum).name)
+    log.info("%s received, shutting down", signal.Signals(signum).name)
+    if server._closing is None:  # a second signal while closing sends nothing more
+        server.emit("SHUTDOWN", {"guest": False, "reason": "host-signal"})
     server.request_close(0)
