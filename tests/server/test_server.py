@@ -180,7 +180,7 @@ SERVE = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 async def test_signal_closes_gracefully(tmp_path: Path, signum: int) -> None:
     path = str(tmp_path / "q.sock")
     process = await asyncio.create_subprocess_exec(
