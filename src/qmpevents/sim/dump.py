@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
@@ -114,7 +115,19 @@ class Dumper:
         self.status, self.completed = "active", 0
         self.total = sum(block.size for block in blocks)
         stopped = vm.stop("save-vm")
-        job = _DumpJob(self, fd, blocks, args.format or "elf", stopped)
+        machine = self._machine
+        job = _DumpJob(
+            self,
+            _JobPlan(
+                fd,
+                blocks,
+                args.format or "elf",
+                resume=stopped,
+                cpus=machine.config.cpus,
+                arch="ppc64" if machine.memory.machine_type == "pseries" else "x86",
+                step=max(int(machine.timing.dump_rate * _TICK), 1 << 20),
+            ),
+        )
         if args.detach:
             self._task = self._machine.server.spawn(job.run(), "dump-guest-memory")
             return {}
@@ -122,6 +135,12 @@ class Dumper:
         if job.error is not None:
             fail(job.error)
         return {}
+
+    def finished(self, data: dict[str, Any], *, resume: bool) -> None:
+        """A job ended: tell the monitors, and run the VM again if the dump stopped it."""
+        self._machine.server.emit("DUMP_COMPLETED", data)
+        if resume:
+            self._machine.server.vm.start()
 
     def _open(self, protocol: str) -> int:
         if protocol.startswith("fd:"):
@@ -136,20 +155,32 @@ class Dumper:
             fail(f"Could not open '{path}': {os.strerror(error.errno or 0)}")
 
 
-class _DumpJob:
-    """Writes one dump file at the machine's dump rate, updating the progress."""
+@dataclass(frozen=True)
+class _JobPlan:
+    """Everything one dump job needs to know, fixed when the command runs."""
 
-    def __init__(self, dumper: Dumper, fd: int, blocks: list[Any], fmt: str, resume: bool) -> None:
+    fd: int
+    blocks: list[Any]
+    format: str
+    resume: bool  # the VM was running: start it again afterwards
+    cpus: int
+    arch: str
+    step: int  # bytes written per tick: the machine's dump rate
+
+
+class _DumpJob:
+    """Writes one dump file at the machine's dump rate, updating the dumper's progress."""
+
+    def __init__(self, dumper: Dumper, plan: _JobPlan) -> None:
         self._dumper = dumper
-        self._fd = fd
-        self._blocks = blocks
-        self._format = fmt
-        self._resume = resume
+        self._plan = plan
+        self._fd = plan.fd
+        self._blocks = plan.blocks
+        self._format = plan.format
         self.error: str | None = None
 
     async def run(self) -> None:
         dumper = self._dumper
-        machine = dumper._machine
         try:
             if self._format == "win-dmp":
                 # A Windows dump needs the guest's vmcoreinfo note; the simulated guest has none.
@@ -166,19 +197,17 @@ class _DumpJob:
         data: dict[str, Any] = {"result": dumper.result()}
         if self.error is not None:
             data["error"] = self.error
-        machine.server.emit("DUMP_COMPLETED", data)
-        if self._resume:
-            machine.server.vm.start()
+        dumper.finished(data, resume=self._plan.resume)
 
     async def _write_elf(self) -> None:
-        layout = ElfLayout(self._blocks, self._dumper._machine.config.cpus, self._arch())
+        layout = ElfLayout(self._blocks, self._plan.cpus, self._plan.arch)
         try:
             os.write(self._fd, layout.header)
         except OSError as error:
             raise _Failure(f"dump: failed to write elf header: {_strerror(error)}") from None
         offset = layout.data_offset
         remaining = layout.data_size
-        step = max(int(self._dumper._machine.timing.dump_rate * _TICK), 1 << 20)
+        step = self._plan.step
         while remaining:
             count = min(step, remaining)
             try:
@@ -202,14 +231,11 @@ class _DumpJob:
             raise _Failure("dump: failed to write start flat header") from None
         await asyncio.sleep(0)
         try:
-            for record in kdump_image(self._blocks, self._dumper._machine.config.cpus):
+            for record in kdump_image(self._blocks, self._plan.cpus):
                 os.write(self._fd, record)
         except OSError:
             raise _Failure("dump: failed to write disk dump header") from None
         self._dumper.completed = self._dumper.total
-
-    def _arch(self) -> str:
-        return "ppc64" if self._dumper._machine.memory.machine_type == "pseries" else "x86"
 
 
 class _Failure(Exception):

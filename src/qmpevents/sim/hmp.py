@@ -11,6 +11,7 @@ no children (it holds no write permission) and so reports nothing.
 
 from __future__ import annotations
 
+import getopt
 import re
 import time
 from typing import TYPE_CHECKING, TextIO
@@ -126,28 +127,27 @@ class HMP:
             return
         pattern: int | None = None
         fua = quiet = False
-        positional: list[str] = []
-        i = 0
-        while i < len(argv):
-            word = argv[i]
-            if word == "-P" and i + 1 < len(argv):
-                try:
-                    pattern = int(argv[i + 1], 0) & 0xFF
-                except ValueError:
-                    self._out.write(f"non-numeric pattern -- {argv[i + 1]}\n")
-                    return
-                i += 2
-                continue
-            if word == "-f" and verb == "write":
-                fua = True
-            elif word == "-q":
-                quiet = True
-            elif word.startswith("-"):
-                self._machine.stderr.write(f"{verb}: invalid option -- '{word[1:]}'\n")
-                return
+        # qemu-io parses its options with getopt(3): "-P 0x32", "-P0x32", "-qf"...
+        try:
+            options, positional = getopt.gnu_getopt(argv, "P:fq" if verb == "write" else "P:q")
+        except getopt.GetoptError as error:
+            option = error.opt or "?"
+            if "requires argument" in error.msg:
+                self._machine.stderr.write(f"{verb}: option requires an argument -- '{option}'\n")
             else:
-                positional.append(word)
-            i += 1
+                self._machine.stderr.write(f"{verb}: invalid option -- '{option}'\n")
+            return
+        for option, argument in options:
+            if option == "-P":
+                try:
+                    pattern = int(argument, 0) & 0xFF
+                except ValueError:
+                    self._out.write(f"non-numeric pattern -- {argument}\n")
+                    return
+            elif option == "-f":
+                fua = True
+            else:
+                quiet = True
         if len(positional) != 2:
             self._machine.stderr.write(
                 f"bad argument count {len(positional)} to {verb}, expected at least 2 arguments\n"
