@@ -18,16 +18,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Final, Protocol
+from collections.abc import Coroutine
+from typing import Any, Final, Protocol
 
 from qmpevents.protocol.requests import Request
-from qmpevents.protocol.server_session import Reply, ServerSession, WorkItem
-from qmpevents.server.commands import CommandContext, QMPCommandFailure
+from qmpevents.protocol.server_session import GreetingInfo, Reply, ServerSession, WorkItem
+from qmpevents.server.commands import CommandContext, CommandRegistry, QMPCommandFailure
 
-if TYPE_CHECKING:
-    from qmpevents.server.server import QMPServer
-
-__all__ = ["Monitor", "MonitorOwner"]
+__all__ = ["Monitor", "MonitorOwner", "MonitorServer"]
 
 log = logging.getLogger("qmpevents.server")
 
@@ -45,10 +43,32 @@ class MonitorOwner(Protocol):
         """The connection is gone."""
 
 
+class MonitorServer(Protocol):
+    """What a monitor needs of its server, and no more."""
+
+    @property
+    def greeting(self) -> GreetingInfo:
+        """What the monitor greets with."""
+
+    @property
+    def output_limit(self) -> int:
+        """Unread output past which a client is disconnected."""
+
+    @property
+    def commands(self) -> CommandRegistry:
+        """The commands requests are dispatched to."""
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Run ``coro`` as a task the server awaits when it closes."""
+
+    def context(self, peer: str, oob: bool) -> CommandContext:
+        """The context a command handler gets for a request from ``peer``."""
+
+
 class Monitor(asyncio.Protocol):
     """The server side of one QMP connection."""
 
-    def __init__(self, server: QMPServer, owner: MonitorOwner, label: str) -> None:
+    def __init__(self, server: MonitorServer, owner: MonitorOwner, label: str) -> None:
         self._server = server
         self._owner = owner
         self.session = ServerSession(server.greeting)
@@ -191,7 +211,7 @@ class Monitor(asyncio.Protocol):
             self._worker = None
 
     async def _run(self, request: Request) -> None:
-        ctx = CommandContext(self._server, self.peer, request.oob)
+        ctx = self._server.context(self.peer, request.oob)
         try:
             value = await self._server.commands.dispatch(request, ctx)
         except QMPCommandFailure as failure:

@@ -36,7 +36,12 @@ from qmpevents.protocol.server_session import GreetingInfo
 from qmpevents.schema.events import EVENT_TYPES
 from qmpevents.server.broadcast import EventBroadcaster, EventData
 from qmpevents.server.builtins import BUILTIN_EVENTS, install_builtin_commands
-from qmpevents.server.commands import CommandHandler, CommandRegistry, CommandSpec
+from qmpevents.server.commands import (
+    CommandContext,
+    CommandHandler,
+    CommandRegistry,
+    CommandSpec,
+)
 from qmpevents.server.monitor import Monitor
 from qmpevents.server.sockets import Listener, open_tcp_listener, open_unix_listener
 from qmpevents.server.vmstate import VMState
@@ -234,6 +239,10 @@ class QMPServer:
         return sum(monitor.write_buffer_size() for monitor in self._monitors)
 
     # --- lifetime -------------------------------------------------------------------
+
+    def context(self, peer: str, oob: bool) -> CommandContext:
+        """The context a handler gets for a request from ``peer`` (see :class:`Monitor`)."""
+        return CommandContext(self, peer, oob)
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """Run ``coro`` as a task the server keeps alive and whose failure it logs."""
