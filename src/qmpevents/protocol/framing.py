@@ -26,15 +26,19 @@ from dataclasses import dataclass
 from typing import Final, TypeAlias
 
 from qmpevents.errors import JSONParseError
+from qmpevents.protocol.json_literals import (
+    ParseFailure,
+    c_text,
+    decode_string,
+    keyword,
+    number,
+)
 
 JSONValue: TypeAlias = "dict[str, JSONValue] | list[JSONValue] | str | int | float | bool | None"
 
 MAX_TOKEN_SIZE: Final = 64 << 20
 MAX_TOKEN_COUNT: Final = 2 << 20
 MAX_NESTING: Final = 1024
-
-_INT64_MIN: Final = -(1 << 63)
-_UINT64_MAX: Final = (1 << 64) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,138 +81,6 @@ _WHITESPACE_RUN: Final = re.compile(rb"[ \t\r]+")
 # IN_RECOVERY skips printable bytes and tab; it stops (without consuming) at a
 # control character, 0xFE/0xFF or a structural character: [ ] { } : ,
 _RECOVERY_RUN: Final = re.compile(rb"[^\x00-\x08\x0a-\x1f\xfe\xff\[\]{}:,]+")
-
-_ESCAPES: Final = {
-    ord('"'): '"',
-    ord("'"): "'",
-    ord("\\"): "\\",
-    ord("/"): "/",
-    ord("b"): "\b",
-    ord("f"): "\f",
-    ord("n"): "\n",
-    ord("r"): "\r",
-    ord("t"): "\t",
-}
-_HEX: Final = frozenset(b"0123456789abcdefABCDEF")
-# Code points QEMU's is_valid_codepoint() refuses besides surrogates: U+FDD0..U+FDEF
-# and the last two of every plane.
-_NONCHARACTER: Final = re.compile(
-    "[\ufdd0-\ufdef"
-    + "".join(chr(p * 0x10000 + 0xFFFE) + chr(p * 0x10000 + 0xFFFF) for p in range(17))
-    + "]"
-)
-
-
-def _valid_codepoint(cp: int) -> bool:
-    return (
-        0 <= cp <= 0x10FFFF
-        and not 0xD800 <= cp <= 0xDFFF
-        and (cp & 0xFFFE) != 0xFFFE
-        and not 0xFDD0 <= cp <= 0xFDEF
-    )
-
-
-class _ParseFailure(Exception):
-    """Internal: the first parse error of the current value (QEMU keeps only the first)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-def _decode_string(token: bytes) -> str:
-    """QEMU's parse_string(): the token includes its quotes (either kind)."""
-    body = token[1:-1]
-    if b"\\" not in body:
-        return _decode_utf8(body)
-    out: list[str] = []
-    i = 0
-    n = len(body)
-    while i < n:
-        j = body.find(b"\\", i)
-        if j < 0:
-            out.append(_decode_utf8(body[i:]))
-            break
-        if j > i:
-            out.append(_decode_utf8(body[i:j]))
-        esc = body[j + 1] if j + 1 < n else -1
-        simple = _ESCAPES.get(esc)
-        if simple is not None:
-            out.append(simple)
-            i = j + 2
-            continue
-        if esc != ord("u"):
-            raise _ParseFailure("invalid escape sequence in string")
-        # QEMU's cvt4hex() reads four characters whatever they are (-1 when one
-        # is not hex) and the error quotes the escape as far as it read, up to
-        # the end of the token, closing quote included.
-        i = j + 6
-        cp = _hex4(body, j + 2)
-        if 0xD800 <= cp <= 0xDBFF and body[i : i + 2] == b"\\u":
-            trailing = _hex4(body, i + 2)
-            if 0xDC00 <= trailing <= 0xDFFF:
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (trailing - 0xDC00)
-                i += 6
-            else:
-                cp = -1
-        if not _valid_codepoint(cp):
-            quoted = _c_text(token[1 + j : 1 + i])
-            raise _ParseFailure(f"{quoted} is not a valid Unicode character")
-        out.append(chr(cp))
-    return "".join(out)
-
-
-def _hex4(body: bytes, start: int) -> int:
-    digits = body[start : start + 4]
-    if len(digits) != 4 or not all(d in _HEX for d in digits):
-        return -1
-    return int(digits, 16)
-
-
-def _decode_utf8(raw: bytes) -> str:
-    """Modified UTF-8 as QEMU reads it: C0 80 is NUL; noncharacters are invalid."""
-    if raw.isascii():
-        return raw.decode("ascii")
-    try:
-        text = raw.replace(b"\xc0\x80", b"\x00").decode("utf-8")
-    except UnicodeDecodeError:
-        raise _ParseFailure("invalid UTF-8 sequence in string") from None
-    if _NONCHARACTER.search(text):
-        raise _ParseFailure("invalid UTF-8 sequence in string")
-    return text
-
-
-_MAX_INT_CHARS = 21  # "-9223372036854775808" is 20 characters
-
-
-def _c_text(token: bytes) -> str:
-    """A token as QEMU's error message holds it: a C string, so cut at a NUL byte.
-
-    Invalid UTF-8 stays as surrogate escapes, so that the encoder writes one
-    U+FFFD per bad sequence, as QEMU's JSON writer does.
-    """
-    return token.split(b"\x00", 1)[0].decode("utf-8", "surrogateescape")
-
-
-def _number(kind: str, text: bytes) -> int | float:
-    """QEMU's parse_literal(): int64, else uint64, else double."""
-    # Anything longer than 20 digits is outside uint64 anyway, and Python's
-    # int() refuses past 4300 digits: QEMU makes such a literal a double (inf).
-    if kind == _INTEGER and len(text) <= _MAX_INT_CHARS:
-        value = int(text)
-        if _INT64_MIN <= value <= _UINT64_MAX:
-            return value
-    return float(text)
-
-
-def _keyword(text: bytes) -> bool | None:
-    if text == b"true":
-        return True
-    if text == b"false":
-        return False
-    if text == b"null":
-        return None
-    raise _ParseFailure(f"invalid keyword '{text.decode('ascii')}'")
 
 
 class _Container:
@@ -435,7 +307,7 @@ class JSONStreamFramer:
 
     def _lex_error(self, offset_after: int) -> None:
         """A byte no token accepts: report what the lexer held, then resynchronize."""
-        text = _c_text(bytes(self._token))
+        text = c_text(bytes(self._token))
         if self._token.endswith(b"\n"):  # the offending byte was a newline
             self._line += 1
             self._line_start = offset_after
@@ -474,7 +346,7 @@ class JSONStreamFramer:
         if self._failure is None:
             try:
                 self._parse_token(kind, text)
-            except _ParseFailure as failure:
+            except ParseFailure as failure:
                 self._failure = f"JSON parse error, {failure.message}"
                 self._failure_line = self._token_line
                 self._failure_column = self._token_column
@@ -517,7 +389,7 @@ class JSONStreamFramer:
             state = top.state
             if state == "colon":
                 if kind != _COLON:
-                    raise _ParseFailure("missing : in object pair")
+                    raise ParseFailure("missing : in object pair")
                 top.state = "value"
                 return
             if state == "sep":
@@ -528,7 +400,7 @@ class JSONStreamFramer:
                     stack.pop()
                     self._complete(top.items)
                     return
-                raise _ParseFailure(
+                raise ParseFailure(
                     "expected separator in dict" if top.is_object else "expected separator in list"
                 )
             if state == "first" and kind == (_RCURLY if top.is_object else _RSQUARE):
@@ -541,13 +413,13 @@ class JSONStreamFramer:
         elif kind == _LSQUARE:
             stack.append(_Container(False))
         elif kind == _STRING:
-            self._complete(_decode_string(text))
+            self._complete(decode_string(text))
         elif kind in (_INTEGER, _FLOAT):
-            self._complete(_number(kind, text))
+            self._complete(number(kind == _INTEGER, text))
         elif kind == _KEYWORD_TOK:
-            self._complete(_keyword(text))
+            self._complete(keyword(text))
         else:
-            raise _ParseFailure("expecting value")
+            raise ParseFailure("expecting value")
 
     def _complete(self, value: JSONValue) -> None:
         """A value is finished: place it in its container, or it is the result."""
@@ -561,13 +433,13 @@ class JSONStreamFramer:
             top.state = "sep"
         elif top.state in ("first", "item"):
             if not isinstance(value, str):
-                raise _ParseFailure("key is not a string in object")
+                raise ParseFailure("key is not a string in object")
             top.key = value
             top.state = "colon"
         else:
             assert isinstance(top.items, dict)
             if top.key in top.items:
-                raise _ParseFailure("duplicate key")
+                raise ParseFailure("duplicate key")
             top.items[top.key] = value
             top.state = "sep"
 
