@@ -22,9 +22,9 @@ from qmpevents.sim.scenario import (
     bundled_scenario,
     narration,
     parse_scenario,
-    run_scenario,
 )
 from qmpevents.sim.scenario_format import Step
+from qmpevents.sim.scenario_runner import run_scenario
 from qmpevents.throttle import RateLimiter
 
 INTERVAL = 0.2

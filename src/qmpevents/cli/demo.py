@@ -31,8 +31,9 @@ from qmpevents.errors import ConfigError, QMPEventsError
 from qmpevents.schema.events import Event
 from qmpevents.sim.config import MonitorEndpoint
 from qmpevents.sim.machine import Machine
-from qmpevents.sim.scenario import bundled_scenario, narration, run_scenario
+from qmpevents.sim.scenario import bundled_scenario, narration
 from qmpevents.sim.scenario_format import Step
+from qmpevents.sim.scenario_runner import run_scenario
 from qmpevents.throttle import QEMU_RULES, RateLimiter
 
 __all__ = ["SEED_EVENTS", "CountingRateLimiter", "demo", "run_demo"]

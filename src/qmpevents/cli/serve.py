@@ -34,9 +34,9 @@ from qmpevents.sim.scenario import (
     bundled_scenarios,
     load_scenario,
     narration,
-    run_scenario,
 )
 from qmpevents.sim.scenario_format import Step
+from qmpevents.sim.scenario_runner import run_scenario
 from qmpevents.sim.signals import HostSignals, host_signals_blocked
 
 __all__ = ["load_scenario_option", "parse_tcp", "serve"]
