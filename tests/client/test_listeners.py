@@ -134,3 +134,15 @@ async def test_once_listener_keeps_the_first_match_and_ignores_markers() -> None
     assert isinstance(first, MigrationPass) and first.data.pass_ == 1
     with pytest.raises(StopAsyncIteration):
         await anext(listener)
+
+
+def test_plain_data_is_computed_once_per_event() -> None:
+    event = _pass(7)
+    first = plain_data(event)
+    assert first == {"pass": 7}
+    assert plain_data(event) is first  # every listener's filter shares it
+    listeners = [_listener(policy="drop-oldest")[0] for _ in range(3)]
+    for listener in listeners:
+        listener.filter = EventFilter(where={"pass": 7})
+        listener.offer(event)
+    assert all(listener.get_nowait() is event for listener in listeners)

@@ -102,16 +102,28 @@ _DATA: Final = msgspec.json.Decoder(_DataOnly)
 _MISSING: Final = object()
 
 
+# Where plain_data() keeps its result on the event, beside the received bytes.
+_PLAIN_KEY: Final = "_plain"
+
+
 def plain_data(event: Event) -> dict[str, Any]:
-    """An event's ``data`` as plain JSON values with wire names (``{}`` when absent)."""
+    """An event's ``data`` as plain JSON values with wire names (``{}`` when absent).
+
+    Computed once per event and shared by every caller (each listener's ``where``
+    filter, the live-schema check, watch): treat the result as read-only.
+    """
+    cache = event.__dict__
+    plain: dict[str, Any] | None = cache.get(_PLAIN_KEY)
+    if plain is not None:
+        return plain
     raw = event.raw
     if raw is not None:
         # The received bytes also hold members the model does not know.
-        return _DATA.decode(raw).data
-    data = getattr(event, "data", None)
-    if data is None:
-        return {}
-    plain: dict[str, Any] = msgspec.to_builtins(data)
+        plain = _DATA.decode(raw).data
+    else:
+        data = getattr(event, "data", None)
+        plain = {} if data is None else msgspec.to_builtins(data)
+    cache[_PLAIN_KEY] = plain
     return plain
 
 
