@@ -8,7 +8,8 @@ directory; ``qmpevents collect --watch-dir`` attaches them all. Each run:
 2. all servers appear: RSS once every VM is connected, minus the baseline, per VM;
 3. every server sends ``events_per_vm`` events as fast as it can (a burst): the time
    from the first event until all are committed to SQLite (and, in the NATS run,
-   acknowledged by JetStream) gives the sustained rate.
+   read back from the SQLite journal by the outbox and acknowledged by JetStream,
+   i.e. in the stream) gives the sustained rate.
 
 The source's own rate is printed next to it: a collector rate close to it means the
 source, not the collector, was the limit. Needs ``nats-server`` for the NATS run.
@@ -205,7 +206,7 @@ def run(vms: int, per_vm: int, nats_url: str | None, workdir: Path) -> Result:
             source.kill()
             source.wait()
     return Result(
-        sink="NATS JetStream" if nats_url else "SQLite",
+        sink="SQLite journal + NATS outbox, until acknowledged" if nats_url else "SQLite",
         rss_base_mib=base / 1024,
         per_vm_kib=(attached - base) / vms,
         rss_after_mib=after / 1024,
@@ -227,13 +228,14 @@ def main() -> None:
                 results.append(run(vms, per_vm, url, Path(tmp) / "nats"))
     print(f"{vms} VMs x {per_vm} events (burst) into one collector process")
     header = ("sink", "events/s", "source ev/s", "RSS 0 VMs", f"per VM ({vms})", "RSS after")
+    width = max(len(r.sink) for r in results) + 2
     print(
-        f"{header[0]:<16}{header[1]:>10}{header[2]:>13}{header[3]:>11}{header[4]:>14}"
+        f"{header[0]:<{width}}{header[1]:>10}{header[2]:>13}{header[3]:>11}{header[4]:>14}"
         f"{header[5]:>11}"
     )
     for r in results:
         print(
-            f"{r.sink:<16}{r.rate:>10,.0f}{r.source_rate:>13,.0f}{r.rss_base_mib:>8.1f} MiB"
+            f"{r.sink:<{width}}{r.rate:>10,.0f}{r.source_rate:>13,.0f}{r.rss_base_mib:>8.1f} MiB"
             f"{r.per_vm_kib:>10.1f} KiB{r.rss_after_mib:>7.1f} MiB"
         )
 

@@ -6,7 +6,9 @@ Exit statuses:
 - 130: the same, stopped by SIGINT (Ctrl-C);
 - 1: stopped, but some records were not stored: dropped by a full buffer, rejected
   for good (``qmpevents_rejected_total``), or still unstored at a sink's close
-  timeout; a last line on stderr says how many per sink;
+  timeout; a last line on stderr says how many per sink. Records committed to
+  SQLite and not yet published to NATS are not lost (they wait in the journal, and
+  the next start publishes them): they do not make the status 1;
 - 2: a usage error, printed as one line, before anything is collected: a bad option,
   target or configuration file, a metrics address, or a ``--db`` that cannot be
   written (a directory, a path under a file, ``/proc``, an empty path).
@@ -105,7 +107,9 @@ def _db_path(ctx: click.Context, param: click.Parameter, value: str | None) -> P
     help=f"SQLite history file (a path, never a URI) [default: {default_db_path()}].",
 )
 @click.option(
-    "--nats", metavar="URL", help="Also publish to NATS JetStream (URLs comma-separated)."
+    "--nats",
+    metavar="URL",
+    help="Also publish to NATS JetStream (URLs comma-separated), from the SQLite journal.",
 )
 @click.option(
     "--metrics", metavar="HOST:PORT", help="Serve Prometheus metrics here (PORT: on 127.0.0.1)."

@@ -11,8 +11,10 @@
   never store, set aside and counted.
 - :mod:`.sqlite_store` (with :mod:`.sqlite_batches` and :mod:`.sqlite_schema`): the
   SQLite history, the default; :mod:`.history` reads it back.
-- :mod:`.nats_sink` (with :mod:`.nats_messages`): publishing to the ``QMP_EVENTS``
-  JetStream stream.
+- :mod:`.nats_outbox`: publishing to the ``QMP_EVENTS`` JetStream stream from the
+  SQLite journal (:mod:`.outbox_journal`) behind a persistent cursor;
+  :mod:`.nats_sink` publishes records handed over in memory instead (no journal);
+  both publish with :mod:`.nats_publish` and :mod:`.nats_messages`.
 - :mod:`.metrics`: Prometheus metrics and their HTTP endpoint; :mod:`.event_labels`
   bounds the event names used as labels.
 - :mod:`.names`: VM names that are not UTF-8, control characters, header values.

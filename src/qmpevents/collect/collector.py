@@ -13,12 +13,19 @@ the dead run received but had not committed falls inside that gap.
 
 Stopping (:meth:`Collector.stop`, SIGTERM or SIGINT under :meth:`Collector.run`):
 connections are closed after recording what they received, the fan-out opens a gap
-``"collector stopped"`` for each connected VM and the sinks store everything (SQLite
-commits all of it; NATS within its close timeout), then the metrics endpoint closes.
+``"collector stopped"`` for each connected VM and SQLite commits all of it; then the
+NATS outbox stops (at once when NATS is away, else after at most a short drain: what
+it has not published stays in the journal for the next start), then the metrics
+endpoint closes.
 The signal handlers stay installed until then: a second SIGTERM or SIGINT (GNU
 ``timeout`` sends two; an impatient Ctrl-C) is logged and does not cut the flush
 short; only SIGKILL does. :meth:`Collector.not_stored` then says what each sink
-could not store (dropped, rejected, or still waiting at its close timeout).
+could not store (dropped, rejected, or still waiting at its close timeout); records
+waiting in the NATS outbox are not among them: they are in the journal.
+
+NATS (:mod:`.nats_outbox`): the fan-out gives records to SQLite only; SQLite is the
+journal, and the outbox publishes what it committed, in order, behind a cursor kept
+in the same database, so a NATS outage or a restart loses nothing that was committed.
 
 At start, a history that cannot be opened for writing is refused
 (:class:`~qmpevents.errors.ConfigError`) rather than retried for ever; once running,
@@ -41,7 +48,7 @@ from qmpevents.collect.endpoints import ConnectPolicy, Endpoint, StatusCallback
 from qmpevents.collect.fanout import Fanout
 from qmpevents.collect.history import History
 from qmpevents.collect.metrics import CollectorMetrics, MetricsServer, start_metrics_server
-from qmpevents.collect.nats_sink import NatsSink
+from qmpevents.collect.nats_outbox import NatsOutbox
 from qmpevents.collect.records import GapRecord
 from qmpevents.collect.sink import Sink
 from qmpevents.collect.sqlite_store import BatchPolicy, SQLiteStore
@@ -79,11 +86,7 @@ class Collector:
             buffer_limit=config.db_buffer,
             refuse_unwritable=True,
         )
-        self.nats = (
-            NatsSink(config.nats.split(","), buffer_limit=config.nats_buffer)
-            if config.nats
-            else None
-        )
+        self.nats = NatsOutbox(config.nats.split(","), self.sqlite) if config.nats else None
         self.fanout: Fanout | None = None
         self.metrics_server: MetricsServer | None = None
         self._endpoints: dict[str, Endpoint] = {}
@@ -111,12 +114,16 @@ class Collector:
             )
         try:
             await self.sqlite.start()
+            if self.nats is not None:  # its cursor exists before this run commits anything
+                await self.nats.start()
+                self.metrics.watch_sink(self.nats)
+                self.metrics.watch_outbox(self.nats)
         except BaseException:
+            self.sqlite.close()
             self._close_metrics()
             raise
         open_gaps, left_connected = await asyncio.to_thread(self._previous_run)
-        sinks: list[Sink] = [self.sqlite] if self.nats is None else [self.sqlite, self.nats]
-        self.fanout = Fanout(sinks, self.metrics, open_gaps=open_gaps)
+        self.fanout = Fanout([self.sqlite], self.metrics, open_gaps=open_gaps)
         await self.fanout.start()
         for vm, since in left_connected:
             self.fanout.record_gap(vm, since, None, NOT_RUNNING)
@@ -213,6 +220,8 @@ class Collector:
         """Records each sink did not store: dropped (full buffer, close timeout) or rejected.
 
         Only the sinks that lost something are listed; ``{}`` means everything was stored.
+        The NATS outbox's backlog is not lost (it is in the journal): only its rejections
+        count.
         """
         sinks: list[Sink] = [self.sqlite] if self.nats is None else [self.sqlite, self.nats]
         lost = {sink.name: sink.dropped + sum(sink.rejected.values()) for sink in sinks}
@@ -231,8 +240,10 @@ class Collector:
         endpoints, self._endpoints = list(self._endpoints.values()), {}
         await asyncio.gather(*(endpoint.aclose() for endpoint in endpoints))
         if self.fanout is not None:
-            await self.fanout.aclose()
+            await self.fanout.aclose()  # SQLite has committed everything after this
             self.fanout = None
+        if self.nats is not None:
+            await self.nats.aclose()
         self._close_metrics()
 
     def _close_metrics(self) -> None:

@@ -10,7 +10,7 @@ A configuration file looks like this (every key optional)::
     batch_size = 1000                     # SQLite: records per commit at most
     batch_interval = 0.5                  # SQLite: seconds a record waits at most
     db_buffer = 100000                    # SQLite: records kept while the disk fails
-    nats_buffer = 100000                  # NATS: records kept while NATS is away
+    nats_buffer = 100000                  # unused: NATS is fed from the SQLite journal
     queue_size = 10000                    # events queued per VM connection
     backoff = 0.1                         # first reconnect delay, doubling...
     max_backoff = 5.0                     # ...up to this

@@ -15,7 +15,11 @@ Exposed (all prefixed ``qmpevents_``):
 - ``sink_failures_total{sink}``: failed attempts to store or publish (each logged);
 - ``rejected_total{sink,reason}``: records a sink gave up on for their own sake
   (:mod:`.rejects`; SQLite: ``integrity``, ``data``, ``encoding``, ``invalid``;
-  NATS: ``too_large``, ``subject``, ``refused``, ``invalid``).
+  NATS: ``too_large``, ``subject``, ``refused``, ``invalid``);
+- ``nats_backlog``: records committed to the SQLite journal and not yet published
+  to NATS (the outbox, :mod:`.nats_outbox`; only with NATS). For the ``nats`` sink,
+  ``sink_queue_depth`` is this backlog and ``sink_dropped_total`` stays 0: what is
+  not published waits in the journal.
 
 Label values are bounded and always valid UTF-8: the ``vm`` label is the VM name as
 :func:`~.names.safe_name` keeps it, and the series of a VM are removed when the VM
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Protocol
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
@@ -39,7 +44,15 @@ from qmpevents.collect.names import safe_name
 from qmpevents.collect.sink import Sink
 from qmpevents.errors import ConfigError
 
-__all__ = ["CollectorMetrics", "MetricsServer", "start_metrics_server"]
+__all__ = ["Backlog", "CollectorMetrics", "MetricsServer", "start_metrics_server"]
+
+
+class Backlog(Protocol):
+    """An outbox: how many committed records it has not published yet."""
+
+    @property
+    def backlog(self) -> int:
+        """Records waiting in the journal."""
 
 
 class _SinkGauges(Collector):
@@ -47,6 +60,7 @@ class _SinkGauges(Collector):
 
     def __init__(self) -> None:
         self.sinks: list[Sink] = []
+        self.outbox: Backlog | None = None
 
     def collect(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily(
@@ -72,6 +86,12 @@ class _SinkGauges(Collector):
             for reason, count in sorted(sink.rejected.items()):
                 rejected.add_metric([sink.name, reason], count)
         yield from (depth, dropped, failures, rejected)
+        if self.outbox is not None:
+            yield GaugeMetricFamily(
+                "qmpevents_nats_backlog",
+                "Records committed to the SQLite journal and not yet published to NATS",
+                value=self.outbox.backlog,
+            )
 
 
 class _VMSeries:
@@ -191,6 +211,10 @@ class CollectorMetrics:
     def watch_sink(self, sink: Sink) -> None:
         """Expose ``sink``'s queue depth and drops under its ``name``."""
         self._sinks.sinks.append(sink)
+
+    def watch_outbox(self, outbox: Backlog) -> None:
+        """Expose ``outbox``'s backlog as ``qmpevents_nats_backlog``."""
+        self._sinks.outbox = outbox
 
     def value(self, name: str, **labels: str) -> float | None:
         """The current value of sample ``name`` with ``labels`` (``None`` if absent)."""

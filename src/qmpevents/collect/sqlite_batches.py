@@ -9,6 +9,11 @@ other reason, one record is to blame (a constraint, a string SQLite cannot take,
 value out of range): each record is then written again alone, under a savepoint of
 one transaction, and those that fail alone are returned as rejected with a reason
 (:func:`rejection_reason`), while the others are committed.
+
+Records are written in the order they arrived, and every write of a gap is also
+appended to the journal (:mod:`.outbox_journal`) in the same transaction, so that
+what is published from the history comes out in that order. The :class:`Outcome`
+says where the journal ends after the commit.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from qmpevents.collect.outbox_journal import JOURNAL_GAP, Cursor, journal_tail
 from qmpevents.collect.records import EventRecord, GapRecord, Record
 
 __all__ = [
@@ -71,10 +77,12 @@ class BatchPolicy:
 
 @dataclass
 class Outcome:
-    """What a batch came to: records ``committed``, and ``rejected`` (record, reason, detail)."""
+    """What a batch came to: records ``committed``, ``rejected`` (record, reason, detail),
+    and the journal's ``tail`` after the commit (``None``: nothing was written)."""
 
     committed: int = 0
     rejected: list[tuple[Record, str, str]] = field(default_factory=list)
+    tail: Cursor | None = None
 
 
 def is_storage_error(error: BaseException) -> bool:
@@ -104,24 +112,39 @@ def _gap_row(r: GapRecord) -> tuple[object, ...]:
 
 
 def _insert_all(conn: sqlite3.Connection, records: list[Record]) -> None:
-    conn.executemany(_INSERT_EVENT, [_event_row(r) for r in records if isinstance(r, EventRecord)])
-    conn.executemany(_UPSERT_GAP, [_gap_row(r) for r in records if isinstance(r, GapRecord)])
+    """Insert in arrival order: runs of events at once, each gap with its journal entry."""
+    run: list[tuple[object, ...]] = []
+    for record in records:
+        if isinstance(record, EventRecord):
+            run.append(_event_row(record))
+            continue
+        if run:
+            conn.executemany(_INSERT_EVENT, run)
+            run = []
+        _insert_one(conn, record)
+    if run:
+        conn.executemany(_INSERT_EVENT, run)
 
 
 def _insert_one(conn: sqlite3.Connection, record: Record) -> None:
     if isinstance(record, EventRecord):
         conn.execute(_INSERT_EVENT, _event_row(record))
     elif isinstance(record, GapRecord):
-        conn.execute(_UPSERT_GAP, _gap_row(record))
+        row = _gap_row(record)
+        conn.execute(_UPSERT_GAP, row)
+        conn.execute(JOURNAL_GAP, row)
     else:
         raise TypeError(f"not a record: {type(record).__name__}")
 
 
-def _transaction(conn: sqlite3.Connection, body: Callable[[], None]) -> None:
+def _transaction(conn: sqlite3.Connection, body: Callable[[], None]) -> Cursor:
+    """Run ``body`` in one transaction; return the journal's tail as committed."""
     conn.execute("BEGIN")
     try:
         body()
+        tail = journal_tail(conn)
         conn.execute("COMMIT")
+        return tail
     except BaseException:
         if conn.in_transaction:
             with contextlib.suppress(sqlite3.Error):
@@ -134,12 +157,12 @@ def write_batch(conn: sqlite3.Connection, records: list[Record]) -> Outcome:
     if not records:
         return Outcome()
     try:
-        _transaction(conn, lambda: _insert_all(conn, records))
+        tail = _transaction(conn, lambda: _insert_all(conn, records))
     except Exception as error:
         if is_storage_error(error):
             raise
     else:
-        return Outcome(committed=len(records))
+        return Outcome(committed=len(records), tail=tail)
     return _write_each(conn, records)
 
 
@@ -162,5 +185,5 @@ def _write_each(conn: sqlite3.Connection, records: list[Record]) -> Outcome:
                 outcome.committed += 1
             conn.execute("RELEASE record")
 
-    _transaction(conn, each)
+    outcome.tail = _transaction(conn, each)
     return outcome

@@ -59,6 +59,25 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 3: the newest receive time of a VM in O(log n), which a collector restarted after
     # SIGKILL needs for the gap of the time it was not running (History.left_connected).
     ("CREATE INDEX events_by_vm_received ON events (vm, received_at)",),
+    # 4: the outbox (see outbox_journal.py). Events are journaled by their own row id;
+    # a gap's rows change when it closes, so each write of a gap is journaled as it was,
+    # placed after the newest event committed before it. The cursor of each consumer
+    # (``nats``) says how far it has published.
+    (
+        """CREATE TABLE outbox_gaps (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            after_event INTEGER NOT NULL,
+            vm TEXT NOT NULL,
+            started REAL NOT NULL,
+            ended REAL,
+            reason TEXT NOT NULL
+        )""",
+        """CREATE TABLE outbox_cursor (
+            consumer TEXT PRIMARY KEY,
+            event_id INTEGER NOT NULL,
+            gap_seq INTEGER NOT NULL
+        )""",
+    ),
 )
 """Migration ``i`` (0-based) takes a database from version ``i`` to ``i + 1``."""
 

@@ -44,6 +44,7 @@ from pathlib import Path
 
 from qmpevents.collect.buffer import DropOldestBuffer
 from qmpevents.collect.history import EventCount, History
+from qmpevents.collect.outbox_journal import Cursor, journal_tail
 from qmpevents.collect.records import Record
 from qmpevents.collect.rejects import Rejections
 from qmpevents.collect.sqlite_batches import (
@@ -111,6 +112,10 @@ class SQLiteStore:
         """The last storage error, ``None`` once a write succeeds again."""
         self.rejections = Rejections(self.name, SQLITE_REASONS)
         """The records SQLite refused for their own sake (see :mod:`.rejects`)."""
+        self.journal_tail = Cursor()
+        """Where the journal (:mod:`.outbox_journal`) ends, as of the last commit."""
+        self.on_commit: Callable[[], None] | None = None
+        """Called from the writer thread after each commit (say, to wake the outbox)."""
 
     # --- the producer side (any thread, typically the event loop) ---------------------
 
@@ -251,6 +256,8 @@ class SQLiteStore:
             self._in_flight = 0  # rejected records are done with too
             self.committed += committed
             self._cond.notify_all()
+        if self.on_commit is not None:
+            self.on_commit()
         return True
 
     def _write_failed(self, error: Exception, batch: list[tuple[float, Record]]) -> bool:
@@ -328,6 +335,7 @@ class SQLiteStore:
     def _first_connect(self) -> None:
         try:
             self._conn = connect(self.path)
+            self.journal_tail = journal_tail(self._conn)
         except ConfigError as error:
             self._open_error = error
         except Exception as error:
@@ -351,6 +359,7 @@ class SQLiteStore:
             # The connection may be unusable after an I/O error: start afresh next time.
             self._reset_connection()
             raise
+        self.journal_tail = outcome.tail or self.journal_tail
         for record, reason, detail in outcome.rejected:
             self.rejections.add(record, reason, detail)
         if self.last_error is not None:
