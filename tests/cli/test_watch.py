@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import datetime
 import json
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -105,7 +108,7 @@ def test_json_keeps_the_event_exactly_as_sent() -> None:
 def test_watch_count_and_filters(vm: Path) -> None:
     result = CliRunner().invoke(watch, [str(vm), "--event", "MIGRATION_*", "--count", "2"])
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
+    lines = result.stdout.splitlines()
     assert [line.split()[1:4] for line in lines] == [
         ["vm1", "MIGRATION_PASS", "pass"],
         ["vm1", "MIGRATION_PASS", "pass"],
@@ -116,7 +119,7 @@ def test_watch_json_where(vm: Path) -> None:
     args = [f"web={vm}", "--json", "--where", "sector-num=8", "--count", "1"]
     result = CliRunner().invoke(watch, args)
     assert result.exit_code == 0, result.output
-    record = json.loads(result.output)
+    record = json.loads(result.stdout)
     assert record["vm"] == "web"
     assert record["event"]["data"]["node-name"] == "qM-c2"
 
@@ -140,3 +143,40 @@ def test_control_characters_from_a_vm_never_reach_the_terminal() -> None:
     assert "\u202e" not in line
     assert "EVIL\\x0a\\x1b]0;owned\\x07" in line and "vm\\x0a1" in line
     assert printable("ok é ☃") == "ok é ☃"
+
+
+def test_watch_raw_prints_qemus_bytes_and_says_where_it_is_connected(vm: Path) -> None:
+    result = CliRunner().invoke(watch, [str(vm), "--raw", "--count", "3"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout_bytes == QUORUM_BAD + passes(1, 2)
+    assert f"vm1: connected to {vm} (QEMU 7.2.22)" in result.stderr
+
+
+def test_watch_option_errors() -> None:
+    runner = CliRunner()
+    both = runner.invoke(watch, ["a.sock", "--raw", "--json"])
+    assert both.exit_code == 2 and "choose one" in both.output
+    two = runner.invoke(watch, ["a.sock", "b.sock", "--raw"])
+    assert two.exit_code == 2 and "one TARGET" in two.output
+    zero = runner.invoke(watch, ["a.sock", "--timeout", "0"])
+    assert zero.exit_code == 2 and "--timeout" in zero.output
+
+
+def test_watch_reconnect_waits_for_a_vm_that_is_not_up_yet(tmp_path: Path) -> None:
+    path = tmp_path / "late.sock"
+    runner_result: list[Any] = []
+
+    def run() -> None:
+        runner_result.append(
+            CliRunner().invoke(watch, [str(path), "--reconnect", "--count", "1", "--timeout", "30"])
+        )
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    time.sleep(0.5)  # the watcher is retrying by now; then the VM comes up
+    with fake_qemu_in_thread(path, _script):
+        thread.join(30)
+    (result,) = runner_result
+    assert result.exit_code == 0, result.output
+    assert "not reachable, retrying" in result.stderr
+    assert "QUORUM_REPORT_BAD" in result.stdout

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import fnmatch
 import json
 import re
 import sys
@@ -24,7 +25,13 @@ from rich.text import Text
 from qmpevents.client import Dropped, Gap, ListenerItem, RunState
 from qmpevents.client.backoff import Backoff
 from qmpevents.client.listeners import plain_data
-from qmpevents.errors import ConfigError, ConnectionLost, QMPConnectionError, QMPTimeoutError
+from qmpevents.errors import (
+    ConfigError,
+    ConnectionLost,
+    QMPConnectionError,
+    QMPEventsError,
+    QMPTimeoutError,
+)
 from qmpevents.schema.events import Event
 from qmpevents.sources import (
     Connected,
@@ -215,21 +222,57 @@ def json_item(vm: str, item: ListenerItem, received_at: datetime.datetime) -> st
 
 
 class _Printer:
-    """Writes items to stdout: rich colours on a terminal, plain text otherwise."""
+    """Writes items to stdout: rich colours on a terminal, plain text, JSON or QEMU's bytes."""
 
-    def __init__(self, as_json: bool, width: int) -> None:
-        self.as_json = as_json
+    def __init__(self, mode: str, width: int) -> None:
+        self.mode = mode
         self.width = width
-        self.console = Console(highlight=False, soft_wrap=True) if sys.stdout.isatty() else None
+        self.console = (
+            Console(highlight=False, soft_wrap=True)
+            if mode == "text" and sys.stdout.isatty()
+            else None
+        )
 
     def __call__(self, vm: str, item: ListenerItem) -> None:
-        if self.as_json:
+        if self.mode == "json":
             received = datetime.datetime.now(datetime.UTC)
             click.echo(json_item(vm, item, received))
+        elif self.mode == "raw":
+            if isinstance(item, Gap | Dropped | RunState):
+                # Markers are not QEMU's bytes: they go to stderr, as words.
+                click.echo(f"qmpevents watch: {format_item(vm, item).plain}", err=True)
+                return
+            # The event's bytes as received; the framer took off the \r\n QEMU ends
+            # every message with, so it goes back on.
+            sys.stdout.flush()
+            sys.stdout.buffer.write((item.raw or b"") + b"\r\n")
+            sys.stdout.buffer.flush()
         elif self.console is not None:
             self.console.print(format_item(vm, item, self.width))
         else:
             click.echo(format_item(vm, item, self.width).plain)
+
+
+async def _check_patterns(source: EventSource, names: tuple[str, ...]) -> None:
+    """Warn about --event patterns that match no event this QEMU declares."""
+    client = getattr(source, "client", None)
+    if not names or client is None:
+        return
+    try:
+        entries = await client.execute("query-qmp-schema", timeout=10)
+    except QMPEventsError:
+        return  # a server without the schema: nothing to check against
+    if not isinstance(entries, list):
+        return
+    declared = [e.get("name", "") for e in entries if isinstance(e, dict)]
+    declared = [n for n, e in zip(declared, entries, strict=True) if e.get("meta-type") == "event"]
+    for pattern in names:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in declared):
+            click.echo(
+                f"qmpevents watch: {printable(source.name)}: --event {printable(pattern)}"
+                " matches no event this QEMU declares",
+                err=True,
+            )
 
 
 async def _watch(
@@ -239,7 +282,7 @@ async def _watch(
     count: int | None,
     timeout: float | None,
     reconnect: bool,
-    as_json: bool,
+    mode: str,
 ) -> int:
     # "block": a watcher behind a paused pager or a slow pipe (| jq) must not
     # lose events; QEMU keeps them in its output buffer until we read again,
@@ -254,7 +297,7 @@ async def _watch(
         )
         for t in targets
     ]
-    printer = _Printer(as_json, max(len(t.name) for t in targets))
+    printer = _Printer(mode, max(len(t.name) for t in targets))
     seen = 0
     done = asyncio.Event()
     status = 0
@@ -267,17 +310,26 @@ async def _watch(
     async def pump(source: EventSource) -> None:
         nonlocal seen
         vm = source.name
-        attached = False
+        checked = False
         try:
             async for item in source:
                 if isinstance(item, Connected):
-                    attached = True
-                elif isinstance(item, Unreachable | Disconnected):
-                    if not attached:  # never reached: as unreachable as without --reconnect
-                        fail(vm, QMPConnectionError(item.reason), 2)
-                        return
+                    client = getattr(source, "client", None)
+                    greeting = client.greeting if client is not None else None
+                    version = f" (QEMU {greeting.version})" if greeting is not None else ""
                     click.echo(
-                        f"qmpevents watch: {printable(vm)}: {printable(item.reason)}", err=True
+                        f"qmpevents watch: {printable(vm)}: {item.detail}{version}", err=True
+                    )
+                    if not checked:
+                        checked = True
+                        await _check_patterns(source, names)
+                elif isinstance(item, Unreachable | Disconnected):
+                    # Only with --reconnect: it waits for the VM, however long it takes to come up.
+                    what = "disconnected" if isinstance(item, Disconnected) else "not reachable"
+                    click.echo(
+                        f"qmpevents watch: {printable(vm)}: {what}, retrying:"
+                        f" {printable(item.reason)}",
+                        err=True,
                     )
                 else:
                     printer(vm, item)
@@ -315,15 +367,32 @@ async def _watch(
 
 @click.command()
 @click.argument("targets", nargs=-1, required=True, metavar="TARGET...")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per event (for jq).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON envelope per event: vm, received-at and QEMU's event object (for jq).",
+)
+@click.option(
+    "--raw", is_flag=True, help="QEMU's exact bytes, one event per line (one TARGET only)."
+)
 @click.option("--event", "names", multiple=True, metavar="NAME", help="Only these events (glob).")
 @click.option("--where", "where_specs", multiple=True, metavar="MEMBER=VALUE", help="Data filter.")
 @click.option("--count", type=click.IntRange(min=1), help="Exit 0 after N matching events.")
-@click.option("--timeout", type=click.FloatRange(min=0), help="Exit 1 after S seconds.")
-@click.option("--reconnect", is_flag=True, help="Reconnect after a drop; show the gap.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Exit 1 after S seconds (more than 0; leave it out to wait for ever).",
+)
+@click.option(
+    "--reconnect",
+    is_flag=True,
+    help="Wait for a VM that is not up yet and reconnect after a drop; show the gap.",
+)
 def watch(
     targets: tuple[str, ...],
     as_json: bool,
+    raw: bool,
     names: tuple[str, ...],
     where_specs: tuple[str, ...],
     count: int | None,
@@ -335,10 +404,15 @@ def watch(
     TARGET is a QMP unix socket path or HOST:PORT, optionally NAME=TARGET; the VM
     is named after the socket file otherwise. Rate-limited event kinds are marked.
     """
+    if as_json and raw:
+        raise click.UsageError("--json and --raw are two ways of printing: choose one")
+    if raw and len(targets) > 1:
+        raise click.UsageError("--raw prints one VM's bytes: give one TARGET")
     where = parse_where(where_specs)
     specs = [parse_watch_target(t) for t in targets]
+    mode = "json" if as_json else "raw" if raw else "text"
     try:
-        status = asyncio.run(_watch(specs, names, where, count, timeout, reconnect, as_json))
+        status = asyncio.run(_watch(specs, names, where, count, timeout, reconnect, mode))
     except KeyboardInterrupt:
         status = 130
     sys.exit(status)
