@@ -79,12 +79,12 @@ def test_history_table(db: Path) -> None:
 def test_stats_counts_per_vm_and_event(db: Path) -> None:
     out = run("stats", "--db", str(db), "--json")
     assert [json.loads(line) for line in out.splitlines()] == [
-        {"vm": "db", "name": "GUEST_PANICKED", "count": 1},
-        {"vm": "web", "name": "MIGRATION_PASS", "count": 6},
+        {"vm": "db", "event": "GUEST_PANICKED", "count": 1},
+        {"vm": "web", "event": "MIGRATION_PASS", "count": 6},
     ]
     until = datetime.datetime.fromtimestamp(BASE_TIME + 0.0025, datetime.UTC).isoformat()
     early = run("stats", "--db", str(db), "--until", until, "--json")
-    assert json.loads(early) == {"vm": "web", "name": "MIGRATION_PASS", "count": 3}
+    assert json.loads(early) == {"vm": "web", "event": "MIGRATION_PASS", "count": 3}
     table = run("stats", "--db", str(db), "--since", "3650d")
     assert "GUEST_PANICKED" in table and "6" in table
 
@@ -120,3 +120,15 @@ def test_the_tables_escape_control_characters_and_markup(tmp_path: Path) -> None
         out = run(command, "--db", str(path))
         assert "a\\nb" in out and "[red]x[/red]" in out, out
         assert not any(line.strip(" │") == "b" for line in out.splitlines())
+
+
+def test_times_are_read_as_the_help_writes_them(db: Path) -> None:
+    for text in ("3650d", "3650d ago", "3650 d ago"):
+        assert "GUEST_PANICKED" in run("stats", "--db", str(db), "--since", text)
+
+
+def test_history_off_a_terminal_writes_whole_values(db: Path) -> None:
+    out = run("history", "--db", str(db), "--vm", "web")
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert all(len(row) == 4 for row in rows)
+    assert any(row[2] == "MIGRATION_PASS" and row[3] == '{"pass":1}' for row in rows)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import re
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
@@ -27,7 +28,8 @@ from qmpevents.errors import ConfigError
 
 __all__ = ["history", "parse_time", "stats"]
 
-_RELATIVE = re.compile(r"^(?P<amount>\d+(?:\.\d+)?)(?P<unit>[smhdw])$")
+# "10m", "2h ago", "1.5 d": the help text's own words are accepted as written.
+_RELATIVE = re.compile(r"^(?P<amount>\d+(?:\.\d+)?)\s*(?P<unit>[smhdw])(?:\s+ago)?$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -151,10 +153,7 @@ def history(
         for record in records:
             click.echo(_record_json(record))
         return
-    table = Table("time", "VM", "event", "details")
-    for record in records:
-        table.add_row(*map(_cell, _describe(record)))
-    Console().print(table)
+    _print_rows(("time", "VM", "event", "details"), [_describe(r) for r in records])
     click.echo(f"{len(records)} record(s)", err=True)
 
 
@@ -169,10 +168,22 @@ def stats(db: Path | None, since: float | None, until: float | None, as_json: bo
         counts = store.stats(since=since, until=until)
     if as_json:
         for count in counts:
-            click.echo(msgspec.json.encode(count))
+            # "event", as in watch --json and history --json.
+            click.echo(
+                msgspec.json.encode({"vm": count.vm, "event": count.name, "count": count.count})
+            )
         return
-    table = Table("VM", "event", "count")
-    for count in counts:
-        table.add_row(_cell(count.vm), _cell(count.name), str(count.count))
-    Console().print(table)
+    _print_rows(("VM", "event", "count"), [(c.vm, c.name, str(c.count)) for c in counts])
     click.echo(f"{sum(c.count for c in counts)} event(s)", err=True)
+
+
+def _print_rows(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """A table on a terminal (cut to its width); full tab-separated lines otherwise."""
+    if sys.stdout.isatty():
+        table = Table(*header)
+        for row in rows:
+            table.add_row(*map(_cell, row))
+        Console().print(table)
+        return
+    for row in rows:
+        click.echo("\t".join(escape_controls(cell) for cell in row))
