@@ -26,6 +26,7 @@ from qmpevents.errors import (
 )
 from qmpevents.protocol.encoding import encode_event
 from qmpevents.schema.events import GenericEvent, MigrationPass, QuorumReportBad
+from qmpevents.server import QMPServer
 from tests.helpers import REFERENCE
 
 GREETING = (
@@ -205,7 +206,7 @@ async def test_silent_server_times_out(sock: Path) -> None:
         await peer.serve()
 
     async with FakeQEMU(sock, script):
-        with pytest.raises(QMPTimeoutError, match="handshake"):
+        with pytest.raises(QMPTimeoutError, match=r"no greeting within 0\.05 s: another client"):
             await connect(sock, greeting_timeout=0.05).connect()
 
 
@@ -670,3 +671,24 @@ async def test_an_event_instead_of_a_greeting_fails_at_once(sock: Path) -> None:
             with pytest.raises(GreetingError, match="expected a QMP greeting, got event"):
                 await qmp.connect()
         await qmp.close()
+
+
+async def test_errors_name_what_is_wrong_with_the_target(tmp_path: Path) -> None:
+    regular = tmp_path / "file.sock"
+    regular.write_text("")
+    for target, words in ((regular, "not a socket but a file"), (tmp_path, "but a directory")):
+        with pytest.raises(QMPConnectionError, match=words):
+            await QMPClient(target).connect()
+
+
+async def test_a_socket_held_by_another_client_is_named_as_the_likely_cause(sock: Path) -> None:
+    server = QMPServer()  # one client per socket, as QEMU
+    await server.listen_unix(str(sock))
+    try:
+        async with connect(sock):
+            second = QMPClient(sock, greeting_timeout=0.2)
+            with pytest.raises(QMPTimeoutError, match="another client may hold this socket"):
+                await second.connect()
+            await second.close()
+    finally:
+        await server.close()

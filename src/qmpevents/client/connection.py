@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 import time
 from collections.abc import Iterable, Mapping
 from types import TracebackType
@@ -213,13 +214,21 @@ class QMPClient(ConnectionEvents):
                         run_state = await self._query_run_state(session)
         except TimeoutError:
             self._abandon(protocol)
+            if protocol.transport is not None and protocol.session.greeting is None:
+                # Accepted, yet silent: QEMU greets one client per socket at a time.
+                raise QMPTimeoutError(
+                    f"{self.target}: no greeting within {self.greeting_timeout} s: another"
+                    " client may hold this socket (QEMU serves one at a time)"
+                ) from None
             raise QMPTimeoutError(
                 f"{self.target}: no QMP handshake within {self.greeting_timeout} s"
             ) from None
         except OSError as error:
             self._abandon(protocol)
-            reason = error.strerror or str(error) or type(error).__name__
-            raise QMPConnectionError(f"{self.target}: cannot connect: {reason}") from error
+            reason = _not_a_socket(self.target) or error.strerror or str(error)
+            raise QMPConnectionError(
+                f"{self.target}: cannot connect: {reason or type(error).__name__}"
+            ) from error
         except BaseException:
             self._abandon(protocol)
             raise
@@ -365,6 +374,19 @@ class QMPClient(ConnectionEvents):
                 transport.pause_reading()
             else:
                 transport.resume_reading()
+
+
+def _not_a_socket(address: Address) -> str | None:
+    """What a unix socket path really is, when it is not a socket."""
+    if address.path is None:
+        return None
+    try:
+        mode = os.stat(address.path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISSOCK(mode):
+        return None
+    return "not a socket but a directory" if stat.S_ISDIR(mode) else "not a socket but a file"
 
 
 def connect(
