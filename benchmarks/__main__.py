@@ -1,7 +1,7 @@
 """Run every benchmark, each next to its anchors in the same run: ``python -m benchmarks``.
 
 ``python -m benchmarks NAME...`` runs only the named ones (decode, throttle, server,
-client, collect). Each prints its own table with ratios; nothing here asserts a time.
+client, collect, proxy). Each prints its own table with ratios; nothing here asserts a time.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ BENCHMARKS = {
     "server": ("benchmarks.bench_server", ["bench_server"]),
     "client": ("benchmarks.bench_client", ["bench_client"]),
     "collect": ("benchmarks.bench_collect", ["bench_collect"]),
+    "proxy": ("benchmarks.bench_proxy", ["bench_proxy"]),
 }
 
 

@@ -15,6 +15,7 @@ from qmpevents.cli.collect import collect
 from qmpevents.cli.demo import demo
 from qmpevents.cli.exec import exec_
 from qmpevents.cli.history import history, stats
+from qmpevents.cli.proxy import proxy
 from qmpevents.cli.serve import serve
 from qmpevents.cli.validate import validate
 from qmpevents.cli.watch import watch
@@ -26,5 +27,5 @@ def main() -> None:
     """The QEMU Machine Protocol event system: validate, serve, watch and collect events."""
 
 
-for command in (validate, watch, exec_, history, stats, collect, serve, demo):
+for command in (validate, watch, exec_, history, stats, collect, serve, demo, proxy):
     main.add_command(command)

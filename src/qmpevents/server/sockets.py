@@ -32,7 +32,13 @@ from qmpevents.server.monitor import Monitor
 if TYPE_CHECKING:
     from qmpevents.server.server import QMPServer
 
-__all__ = ["Listener", "open_tcp_listener", "open_unix_listener"]
+__all__ = [
+    "Listener",
+    "clear_stale_socket",
+    "open_tcp_listener",
+    "open_unix_listener",
+    "remove_if_ours",
+]
 
 # asyncio's accept loop logs this, with a traceback, for every accept() that
 # fails with EMFILE/ENFILE: up to a backlog's worth per retry, thousands a second.
@@ -139,7 +145,7 @@ class Listener:
         while self._waiting:
             self._waiting.popleft().abort()
         if self._unix_path is not None:
-            _remove_if_ours(self._unix_path, self._unix_inode)
+            remove_if_ours(self._unix_path, self._unix_inode)
             self._unix_path = None
 
     def _start(self, monitor: Monitor) -> None:
@@ -156,7 +162,7 @@ async def open_unix_listener(
     Raises :class:`ConfigError` naming the path when a server already listens
     there or the path exists and is not a socket.
     """
-    _clear_stale_socket(path)
+    clear_stale_socket(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         # Linux creates the file with the mode of the socket inode: set it before
@@ -209,7 +215,7 @@ async def open_tcp_listener(
     return listener, (str(bound[0]), int(bound[1]))
 
 
-def _clear_stale_socket(path: str) -> None:
+def clear_stale_socket(path: str) -> None:
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
@@ -232,7 +238,7 @@ def _clear_stale_socket(path: str) -> None:
     raise ConfigError(f"{path}: another server is already listening on this socket")
 
 
-def _remove_if_ours(path: str, inode: int) -> None:
+def remove_if_ours(path: str, inode: int) -> None:
     # Another process may have replaced the file since (its stale-socket check):
     # only remove the socket we created.
     try:
