@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from qmpevents.protocol.command_schema import CommandSchema
 from qmpevents.protocol.validation import validate_document, validate_stream
 from qmpevents.schema.live import LiveSchema
 from tests.helpers import EVENT_EXAMPLES, REFERENCE, TRANSCRIPTS, load_transcript, raw_bytes
@@ -65,3 +66,24 @@ def test_concatenated_stream_with_errors_keeps_going() -> None:
     assert reports[2].line == 2
     assert reports[3].problems == ("QMP input must be a JSON object",)
     assert reports[4].problems == ("QMP input member 'bogus' is unexpected",)
+
+
+def test_stream_commands_are_checked_against_the_schema_commands() -> None:
+    entries = json.loads((REFERENCE / "qmp_schema_full.json").read_text())
+    data = (
+        b'{"execute": "query-status"}\n'
+        b'{"exec-oob": "migrate-pause", "arguments": {"now": true}}\n'
+        b'{"execute": "x-no-such-command"}\n'
+    )
+    reports = validate_stream(data, commands=CommandSchema.from_query(entries))
+    assert [(r.name, r.problems) for r in reports] == [
+        ("query-status", ()),
+        ("migrate-pause", ("arguments.now: unexpected member",)),
+        ("x-no-such-command", ("execute: unknown command 'x-no-such-command'",)),
+    ]
+    assert all(r.ok for r in validate_stream(data))  # without a schema: shape only
+
+
+def test_a_parse_error_is_reported_on_one_line() -> None:
+    (report,) = validate_stream(b"'\n")
+    assert "\n" not in "".join(report.problems)

@@ -21,7 +21,7 @@ from qmpevents.schema.problems import (
     wrong_type,
 )
 
-__all__ = ["LiveSchema"]
+__all__ = ["LiveSchema", "SchemaCompiler"]
 
 # validator(value, path, problems, strict): appends "path: problem" strings.
 _Validator = Callable[[Any, str, list[str], bool], None]
@@ -46,7 +46,7 @@ def _member_path(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
-class _Compiler:
+class SchemaCompiler:
     """Turns SchemaInfo entries into validators, each type compiled once."""
 
     def __init__(self, entries: Mapping[str, Mapping[str, Any]]) -> None:
@@ -244,7 +244,7 @@ class LiveSchema:
             by_name[entry["name"]] = entry
             if entry["meta-type"] == "event":
                 event_args[entry["name"]] = entry.get("arg-type")
-        compiler = _Compiler(by_name)
+        compiler = SchemaCompiler(by_name)
         return cls(
             {
                 name: _no_members if arg_type is None else compiler.validator(arg_type)
