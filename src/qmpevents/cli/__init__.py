@@ -16,7 +16,9 @@ from qmpevents.cli.demo import demo
 from qmpevents.cli.exec import exec_
 from qmpevents.cli.history import history, stats
 from qmpevents.cli.proxy import proxy
+from qmpevents.cli.replay import replay_command
 from qmpevents.cli.serve import serve
+from qmpevents.cli.shell import shell
 from qmpevents.cli.validate import validate
 from qmpevents.cli.watch import watch
 
@@ -27,5 +29,5 @@ def main() -> None:
     """The QEMU Machine Protocol event system: validate, serve, watch and collect events."""
 
 
-for command in (validate, watch, exec_, history, stats, collect, serve, demo, proxy):
+for command in (validate, watch, exec_, shell, history, stats, collect, serve, demo, proxy, replay_command):
     main.add_command(command)
