@@ -230,6 +230,11 @@ class QMPServer:
         """How many clients are being served (not counting those waiting for their turn)."""
         return len(self._monitors)
 
+    @property
+    def negotiated_clients(self) -> int:
+        """How many clients finished ``qmp_capabilities`` (and so receive events)."""
+        return sum(1 for monitor in self._monitors if monitor.negotiated)
+
     def pending_output(self) -> int:
         """Bytes written to clients that the kernel has not taken yet, over all clients.
 

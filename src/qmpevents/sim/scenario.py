@@ -34,6 +34,7 @@ from qmpevents.errors import ConfigError
 from qmpevents.schema.events import EVENT_TYPES
 from qmpevents.sim.config import DimmConfig, MachineConfig, VserportConfig
 from qmpevents.sim.opts import OptionError, parse_size
+from qmpevents.sim.scenario_devices import SERIAL_BUS
 from qmpevents.sim.scenario_format import (
     BURST_KINDS,
     GUEST_ACTIONS,
@@ -73,7 +74,6 @@ StepHook = Callable[[int, Step], Awaitable[None]]
 """``on_step(index, step)``: awaited before step ``index`` of the timeline runs."""
 
 _TOML_POSITION: Final = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
-_SERIAL_BUS: Final = "virtio-serial0"
 
 
 class ScenarioError(ConfigError):
@@ -132,8 +132,8 @@ class Scenario:
             panic_action=spec.panic_action,
             shutdown_action="pause" if spec.no_shutdown else "poweroff",
             pvpanic=spec.pvpanic,
-            serial_buses=[_SERIAL_BUS] if spec.vserports else [],
-            vserports=[VserportConfig(port, bus=_SERIAL_BUS) for port in spec.vserports],
+            serial_buses=[SERIAL_BUS] if spec.vserports else [],
+            vserports=[VserportConfig(port, bus=SERIAL_BUS) for port in spec.vserports],
             dimms=dimms,
         )
 

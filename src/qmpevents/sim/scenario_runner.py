@@ -14,6 +14,7 @@ import logging
 import os
 import tempfile
 from collections import deque
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -57,13 +58,16 @@ async def run_scenario(
     *,
     on_step: StepHook | None = None,
     workdir: str | os.PathLike[str] | None = None,
+    ready: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Play the timeline of ``scenario`` on the started ``machine``.
 
-    First the images are created in ``workdir`` and the drives added; then each
-    step runs in order, ``on_step`` awaited before it. Without ``workdir`` a
-    temporary directory holds the files and is removed at the end; pass one that
-    lives as long as the machine when it keeps serving the drives. Raises
+    First the images are created in ``workdir`` and the drives added; then
+    ``ready()`` is awaited (``serve --wait-for-client`` waits there for a client,
+    which finds the drives in place and no event sent yet); then each step runs
+    in order, ``on_step`` awaited before it. Without ``workdir`` a temporary
+    directory holds the files and is removed at the end; pass one that lives as
+    long as the machine when it keeps serving the drives. Raises
     :class:`ScenarioError` for a step that fails.
     """
     with contextlib.ExitStack() as stack:
@@ -72,6 +76,9 @@ async def run_scenario(
         runner = _Runner(machine, scenario, Path(workdir))
         try:
             await runner.prepare()
+            if ready is not None:
+                await ready()
+            await runner.observe()
             for index, step in enumerate(scenario.spec.steps):
                 if on_step is not None:
                     await on_step(index, step)
@@ -113,10 +120,11 @@ class _Runner:
                 self.machine.block.add(self._drive_options(drive), drive.device)
             except QMPCommandFailure as failure:
                 raise self.scenario.error(("drives", index), failure.desc) from None
-        if any(isinstance(step, WaitEventStep) for step in spec.steps):
-            await self._observe()
 
-    async def _observe(self) -> None:
+    async def observe(self) -> None:
+        """Connect the client that ``wait-event`` steps read, if the timeline has any."""
+        if not any(isinstance(step, WaitEventStep) for step in self.scenario.spec.steps):
+            return
         # wait-event needs what clients receive, after the rate limiter: a real
         # client on a private socket of the machine sees exactly that.
         path = str(self.workdir / "scenario-qmp.sock")
