@@ -183,3 +183,20 @@ def test_running_out_of_descriptors_is_logged_once_not_per_accept(tmp_path: Path
     )
     assert result.stdout.count("cannot accept new QMP connections") == 1, result.stdout[:2000]
     assert "Traceback" not in result.stdout + result.stderr
+
+
+async def test_listen_errors_name_the_path_or_the_address(tmp_path: Path) -> None:
+    server = QMPServer()
+    missing = tmp_path / "no-such-dir" / "q.sock"
+    with pytest.raises(ConfigError, match=r"no-such-dir/q\.sock: cannot listen: no such file"):
+        await server.listen_unix(str(missing))
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    port = held.getsockname()[1]
+    try:
+        with pytest.raises(ConfigError, match=f"127.0.0.1:{port}: cannot listen: address already"):
+            await server.listen_tcp("127.0.0.1", port)
+    finally:
+        held.close()
+        await server.close()

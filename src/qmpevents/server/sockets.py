@@ -168,7 +168,10 @@ async def open_unix_listener(
         # Linux creates the file with the mode of the socket inode: set it before
         # bind so that no other user can connect in the window before chmod.
         os.fchmod(sock.fileno(), 0o600)
-        sock.bind(path)
+        try:
+            sock.bind(path)
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot listen: {_reason(error)}") from error
         os.chmod(path, 0o600)
         inode = os.stat(path).st_ino
         listener = Listener(server, f"unix:{path}", monitors, multi_client=multi_client)
@@ -206,13 +209,23 @@ async def open_tcp_listener(
     listener = Listener(server, f"tcp:{host}:{port}", monitors, multi_client=multi_client)
     loop = asyncio.get_running_loop()
     _quiet_accept_exhaustion(loop)
-    asyncio_server = await loop.create_server(
-        listener.protocol_factory, host, port, backlog=_BACKLOG
-    )
+    try:
+        asyncio_server = await loop.create_server(
+            listener.protocol_factory, host, port, backlog=_BACKLOG
+        )
+    except OSError as error:
+        shown = f"[{host}]" if ":" in host else host
+        raise ConfigError(f"{shown}:{port}: cannot listen: {_reason(error)}") from error
     listener._asyncio_server = asyncio_server
     bound = asyncio_server.sockets[0].getsockname()
     listener.label = f"tcp:{bound[0]}:{bound[1]}"
     return listener, (str(bound[0]), int(bound[1]))
+
+
+def _reason(error: OSError) -> str:
+    """An OSError's words without its errno decoration ('address already in use')."""
+    text = os.strerror(error.errno) if error.errno else (error.strerror or str(error))
+    return text[:1].lower() + text[1:] if text else type(error).__name__
 
 
 def clear_stale_socket(path: str) -> None:
