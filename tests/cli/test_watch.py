@@ -180,3 +180,66 @@ def test_watch_reconnect_waits_for_a_vm_that_is_not_up_yet(tmp_path: Path) -> No
     assert result.exit_code == 0, result.output
     assert "not reachable, retrying" in result.stderr
     assert "QUORUM_REPORT_BAD" in result.stdout
+
+
+@pytest.mark.qemu
+def test_watch_listen_shows_each_qemu_that_connects_under_its_name(tmp_path: Path) -> None:
+    import asyncio
+    import sys
+
+    from tests.collect.listen_qemu import Fleet, require_qemu
+
+    fleet = Fleet(require_qemu(), tmp_path, tmp_path / "qmp.sock")
+    args = ["watch", "--listen", str(fleet.listen), "--count", "4", "--timeout", "60"]
+    errors: list[str] = []
+
+    async def drive() -> bytes:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            "from qmpevents.cli import main; main()",
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert process.stdout is not None and process.stderr is not None
+        try:
+            async with asyncio.timeout(60):
+                errors.append((await process.stderr.readline()).decode())  # listening on
+                guests = [await fleet.boot("guest=delta"), await fleet.boot("epsilon,process=e")]
+                while len(errors) < 3:  # each VM's "connected" line: its handshake is done
+                    errors.append((await process.stderr.readline()).decode())
+                for guest in guests:
+                    await fleet.run(guest, "cont", "stop")
+                output = await process.stdout.read()
+                assert await process.wait() == 0, errors
+                return output
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+    try:
+        output = asyncio.run(drive())
+    finally:
+        fleet.close()
+    shown = [line.split()[1:3] for line in output.decode().splitlines()]
+    assert sorted(shown) == sorted(
+        [["delta", "RESUME"], ["delta", "STOP"], ["epsilon", "RESUME"], ["epsilon", "STOP"]]
+    )
+    assert f"listening on {fleet.listen}" in errors[0]
+    for name in ("delta", "epsilon"):
+        line = next(line for line in errors if line.startswith(f"qmpevents watch: {name}: "))
+        assert "QEMU pid " in line and f"connected to {fleet.listen} (QEMU 7.2." in line
+
+
+def test_watch_listen_option_errors(tmp_path: Path) -> None:
+    runner = CliRunner()
+    nothing = runner.invoke(watch, [])
+    assert nothing.exit_code == 2 and "--listen PATH" in nothing.output
+    raw = runner.invoke(watch, ["--listen", str(tmp_path / "a.sock"), "--raw"])
+    assert raw.exit_code == 2 and "one TARGET" in raw.output
+    taken = tmp_path / "file"
+    taken.write_text("")
+    busy = runner.invoke(watch, ["--listen", str(taken), "--timeout", "1"])
+    assert busy.exit_code == 2 and "not a socket" in busy.stderr

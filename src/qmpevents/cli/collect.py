@@ -95,6 +95,15 @@ def _db_path(ctx: click.Context, param: click.Parameter, value: str | None) -> P
     help="Attach every QMP socket that appears in this directory (named after the file).",
 )
 @click.option(
+    "--listen",
+    "listen",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="Listen on this unix socket for QEMUs that connect (-chardev socket,path=PATH,"
+    "reconnect=5 -mon chardev=...,mode=control); each is a VM named by its -name. Repeatable.",
+)
+@click.option(
     "--watch-interval",
     type=click.FloatRange(min=0.01),
     metavar="S",
@@ -134,6 +143,7 @@ def collect(
     targets: tuple[str, ...],
     config_path: Path | None,
     watch_dir: Path | None,
+    listen: tuple[Path, ...],
     watch_interval: float | None,
     db: Path | None,
     nats: str | None,
@@ -148,7 +158,9 @@ def collect(
     A TARGET is NAME=SOCKET, NAME=HOST:PORT, or a socket path (the VM is named
     after the file). Every event is stored with the VM, QEMU's timestamp, the time
     received and the bytes QEMU sent; the intervals without a connection are stored
-    as gaps. Command-line options override --config. After SIGKILL at most about two
+    as gaps. With --listen, QEMUs connect to the collector instead (each VM named
+    by its -name, else pid-PID); a QEMU that reconnects is the same VM, and the time
+    it was away is a gap. Command-line options override --config. After SIGKILL at most about two
     batches (--batch-size records, or --batch-interval seconds) are lost, and the
     restarted collector records the time it was not running as a gap.
     """
@@ -158,6 +170,7 @@ def collect(
         config = merged(
             config,
             vms=config.vms + extra if extra else None,
+            listen=config.listen + listen if listen else None,
             watch_dir=watch_dir,
             watch_interval=watch_interval,
             db=db,
@@ -169,8 +182,10 @@ def collect(
         )
     except ConfigError as error:
         raise _UsageLine(str(error)) from None
-    if not config.vms and config.watch_dir is None:
-        raise _UsageLine("nothing to collect: give a TARGET, --watch-dir or a --config with VMs")
+    if not config.vms and config.watch_dir is None and not config.listen:
+        raise _UsageLine(
+            "nothing to collect: give a TARGET, --watch-dir, --listen or a --config with VMs"
+        )
     if config.watch_dir is not None and not config.watch_dir.is_dir():
         raise _UsageLine(f"--watch-dir {config.watch_dir}: not a directory")
     handler = logging.StreamHandler()

@@ -4,7 +4,9 @@ The formatting functions are pure (event in, text out) so that they can be teste
 and reused; the command only connects, filters and prints. Exit statuses follow
 the CLI's rule: 0 done (``--count`` reached, or every VM gone after a clean
 end), 1 ``--timeout`` ran out or a connection was lost, 2 a target could not be
-reached, 130 interrupted.
+reached (or a ``--listen`` socket is taken), 130 interrupted. With ``--listen``,
+every QEMU that connects is shown under its ``-name`` until ``--count``,
+``--timeout`` or Ctrl-C: VMs coming and going do not end it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -37,8 +40,10 @@ from qmpevents.sources import (
     Connected,
     Disconnected,
     EventSource,
+    ListenSource,
     Target,
     Unreachable,
+    VMSource,
     parse_target,
 )
 from qmpevents.throttle import QEMU_RULES
@@ -283,6 +288,7 @@ async def _watch(
     timeout: float | None,
     reconnect: bool,
     mode: str,
+    listen: Sequence[Path] = (),
 ) -> int:
     # "block": a watcher behind a paused pager or a slow pipe (| jq) must not
     # lose events; QEMU keeps them in its output buffer until we read again,
@@ -297,7 +303,8 @@ async def _watch(
         )
         for t in targets
     ]
-    printer = _Printer(mode, max(len(t.name) for t in targets))
+    printer = _Printer(mode, max((len(t.name) for t in targets), default=0))
+    listeners = [ListenSource(path, names=names, where=where, policy="block") for path in listen]
     seen = 0
     done = asyncio.Event()
     status = 0
@@ -316,13 +323,21 @@ async def _watch(
                 if isinstance(item, Connected):
                     client = getattr(source, "client", None)
                     greeting = client.greeting if client is not None else None
-                    version = f" (QEMU {greeting.version})" if greeting is not None else ""
+                    known = greeting.version if greeting is not None else None
+                    known = getattr(source, "greeting_version", known)
+                    version = f" (QEMU {known})" if known is not None else ""
                     click.echo(
                         f"qmpevents watch: {printable(vm)}: {item.detail}{version}", err=True
                     )
                     if not checked:
                         checked = True
                         await _check_patterns(source, names)
+                elif isinstance(item, Disconnected) and isinstance(source, VMSource):
+                    click.echo(
+                        f"qmpevents watch: {printable(vm)}: disconnected, waiting for it to"
+                        f" connect again: {printable(item.reason)}",
+                        err=True,
+                    )
                 elif isinstance(item, Unreachable | Disconnected):
                     # Only with --reconnect: it waits for the VM, however long it takes to come up.
                     what = "disconnected" if isinstance(item, Disconnected) else "not reachable"
@@ -343,7 +358,24 @@ async def _watch(
         except ConnectionLost as error:
             fail(vm, error, 1)
 
-    pumps = [asyncio.ensure_future(pump(source)) for source in sources]
+    arrived: list[asyncio.Future[None]] = []
+
+    async def accept(listener: ListenSource) -> None:
+        async for source in listener:  # each VM once, when it first connects
+            printer.width = max(printer.width, len(printable(source.name)))
+            arrived.append(asyncio.ensure_future(pump(source)))
+
+    for listener in listeners:
+        try:
+            await listener.start()
+        except (ConfigError, OSError) as error:
+            click.echo(f"qmpevents watch: --listen {printable(str(error))}", err=True)
+            for started in listeners:
+                await started.aclose()
+            return 2
+        click.echo(f"qmpevents watch: listening on {printable(listener.path)}", err=True)
+    pumps: list[asyncio.Future[None]] = [asyncio.ensure_future(pump(s)) for s in sources]
+    pumps += [asyncio.ensure_future(accept(listener)) for listener in listeners]
     all_ended = asyncio.ensure_future(asyncio.wait(pumps))
     finished = asyncio.ensure_future(done.wait())
     try:
@@ -358,15 +390,19 @@ async def _watch(
         )
         return 1
     finally:
-        for task in (*pumps, all_ended, finished):
+        all_ended.cancel()
+        finished.cancel()
+        for task in (*pumps, *arrived):
             task.cancel()
         for source in sources:
             await source.aclose()
+        for listener in listeners:
+            await listener.aclose()
     return 0 if done.is_set() else status
 
 
 @click.command()
-@click.argument("targets", nargs=-1, required=True, metavar="TARGET...")
+@click.argument("targets", nargs=-1, metavar="TARGET...")
 @click.option(
     "--json",
     "as_json",
@@ -389,6 +425,14 @@ async def _watch(
     is_flag=True,
     help="Wait for a VM that is not up yet and reconnect after a drop; show the gap.",
 )
+@click.option(
+    "--listen",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="Listen on this unix socket for QEMUs that connect (-chardev socket,path=PATH,"
+    "reconnect=5 -mon chardev=...,mode=control); show each under its -name. Repeatable.",
+)
 def watch(
     targets: tuple[str, ...],
     as_json: bool,
@@ -398,21 +442,25 @@ def watch(
     count: int | None,
     timeout: float | None,
     reconnect: bool,
+    listen: tuple[Path, ...],
 ) -> None:
     """Show the events of one or more VMs live, one line per event.
 
     TARGET is a QMP unix socket path or HOST:PORT, optionally NAME=TARGET; the VM
     is named after the socket file otherwise. Rate-limited event kinds are marked.
+    With --listen PATH, QEMUs connect to us instead, each shown under its -name.
     """
+    if not targets and not listen:
+        raise click.UsageError("give a TARGET or --listen PATH")
     if as_json and raw:
         raise click.UsageError("--json and --raw are two ways of printing: choose one")
-    if raw and len(targets) > 1:
+    if raw and (len(targets) > 1 or listen):
         raise click.UsageError("--raw prints one VM's bytes: give one TARGET")
     where = parse_where(where_specs)
     specs = [parse_watch_target(t) for t in targets]
     mode = "json" if as_json else "raw" if raw else "text"
     try:
-        status = asyncio.run(_watch(specs, names, where, count, timeout, reconnect, mode))
+        status = asyncio.run(_watch(specs, names, where, count, timeout, reconnect, mode, listen))
     except KeyboardInterrupt:
         status = 130
     sys.exit(status)

@@ -4,6 +4,12 @@
 watched directory (:mod:`.discovery`), one :class:`~.endpoints.Endpoint` each, the
 :class:`~.fanout.Fanout` and its sinks, and the metrics endpoint.
 
+QEMUs may also connect to the collector (``listen``: unix sockets, see
+:class:`~qmpevents.sources.ListenSource`): each VM is attached when it first
+connects, under its ``-name``, and stays attached (a reconnection is the same VM,
+its absence a gap). A name already attached otherwise (a configured target, a
+watched socket) is not attached twice: that QEMU is dropped, with one log line.
+
 Gaps across runs: at start the history says which VMs a previous run left with an
 open gap (closed by their first connection now) and which it was still connected to
 when it died without closing anything (SIGKILL, crash). Each of the latter gets an
@@ -48,11 +54,13 @@ from qmpevents.collect.endpoints import ConnectPolicy, Endpoint, StatusCallback
 from qmpevents.collect.fanout import Fanout
 from qmpevents.collect.history import History
 from qmpevents.collect.metrics import CollectorMetrics, MetricsServer, start_metrics_server
+from qmpevents.collect.names import safe_name
 from qmpevents.collect.nats_outbox import NatsOutbox
 from qmpevents.collect.records import GapRecord
 from qmpevents.collect.sink import Sink
 from qmpevents.collect.sqlite_store import BatchPolicy, SQLiteStore
 from qmpevents.errors import ConfigError
+from qmpevents.sources import ListenSource, VMSource
 
 __all__ = ["NOT_RUNNING", "SOCKET_REMOVED", "Collector"]
 
@@ -91,6 +99,9 @@ class Collector:
         self.metrics_server: MetricsServer | None = None
         self._endpoints: dict[str, Endpoint] = {}
         self._watcher: asyncio.Task[None] | None = None
+        self._listeners: list[ListenSource] = []
+        self._listening: list[asyncio.Task[None]] = []
+        self._refused: set[str] = set()
         self._stopped = asyncio.Event()
         self._signal: signal.Signals | None = None
 
@@ -105,7 +116,8 @@ class Collector:
         Raises :class:`~qmpevents.errors.ConfigError` (a metrics address that is not
         loopback without ``metrics_public``, a history newer than this code or that
         cannot be written) and ``OSError`` (the metrics port is taken) before anything
-        is attached.
+        is attached; ``ConfigError`` for a ``listen`` path where something listens
+        already (or that is not a socket), after the sinks started (:meth:`aclose`).
         """
         address = self.config.metrics_address()
         if address is not None:
@@ -134,6 +146,50 @@ class Collector:
                 self.config.watch_dir, interval=self.config.watch_interval, taken=self.config.vms
             )
             self._watcher = asyncio.create_task(self._watch(watcher), name="watch-dir")
+        for path in self.config.listen:
+            source = ListenSource(
+                path,
+                greeting_timeout=self.policy.greeting_timeout,
+                queue_size=self.policy.queue_size,
+                policy="block",  # as for every endpoint: the collector loses nothing
+            )
+            self._listeners.append(source)
+            await source.start()
+            self._listening.append(asyncio.create_task(self._listen(source), name=f"listen {path}"))
+
+    async def _listen(self, source: ListenSource) -> None:
+        async for vm in source:
+            name = safe_name(vm.name)
+            if name in self._endpoints:
+                if name not in self._refused:
+                    self._refused.add(name)
+                    log.error(
+                        "listen %s: VM %r (QEMU pid %s) not attached: the name is attached already",
+                        source.path,
+                        name,
+                        vm.pid,
+                    )
+                await vm.aclose()
+                continue
+            self.attach_source(name, vm)
+
+    def attach_source(self, name: str, source: VMSource) -> Endpoint:
+        """Collect from a VM that connected to us (``ConfigError`` if ``name`` is taken)."""
+        if self.fanout is None:
+            raise RuntimeError("attach_source() before start()")
+        if name in self._endpoints:
+            raise ConfigError(f"VM {name!r} is attached already")
+        endpoint = Endpoint(
+            name,
+            f"listen:{source.path}",
+            self.fanout,
+            self.policy,
+            self.on_status,
+            source=source,
+        )
+        self._endpoints[name] = endpoint
+        endpoint.start()
+        return endpoint
 
     def _previous_run(self) -> tuple[list[GapRecord], list[tuple[str, float]]]:
         try:
@@ -237,6 +293,14 @@ class Collector:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
             self._watcher = None
+        for task in self._listening:
+            task.cancel()
+        await asyncio.gather(*self._listening, return_exceptions=True)
+        self._listening = []
+        listeners, self._listeners = self._listeners, []
+        # Closing a listener closes its VMs' connections; their endpoints record what
+        # they hold (below), and the socket files go.
+        await asyncio.gather(*(listener.aclose() for listener in listeners))
         endpoints, self._endpoints = list(self._endpoints.values()), {}
         await asyncio.gather(*(endpoint.aclose() for endpoint in endpoints))
         if self.fanout is not None:

@@ -16,6 +16,7 @@ A configuration file looks like this (every key optional)::
     max_backoff = 5.0                     # ...up to this
     watch_dir = "/run/qemu"               # attach every QMP socket that appears here
     watch_interval = 1.0                  # seconds between two looks at watch_dir
+    listen = ["/run/qmpevents/qmp.sock"]  # QEMUs connect here (a path, or a list of them)
 
     [[vm]]
     name = "web1"
@@ -67,6 +68,7 @@ class CollectorConfig:
     """
 
     vms: tuple[VMSpec, ...] = ()
+    listen: tuple[Path, ...] = ()
     watch_dir: Path | None = None
     watch_interval: float = 1.0
     db: Path | None = None
@@ -92,6 +94,9 @@ class CollectorConfig:
             raise ConfigError(f"db_buffer: must hold one batch (batch_size {self.batch_size})")
         if self.metrics is not None:
             parse_host_port(self.metrics)
+        paths = [str(path) for path in self.listen]
+        if len(set(paths)) != len(paths):
+            raise ConfigError(f"listen: a socket path is given twice: {paths}")
         seen: set[str] = set()
         for vm in self.vms:
             if not vm.name or not vm.target:
@@ -131,6 +136,7 @@ _KEYS: dict[str, tuple[type, ...]] = {
     "max_backoff": (int, float),
     "watch_dir": (str,),
     "watch_interval": (int, float),
+    "listen": (str, list),
 }
 _PATH_KEYS = frozenset({"db", "watch_dir"})
 
@@ -186,12 +192,23 @@ def _collector_values(path: Path, table: Any) -> dict[str, Any]:
                 f"{path}: [collector] {key}: expected {expected}, got {type(value).__name__}"
                 f" {value!r}"
             )
-        if key in _PATH_KEYS:
+        if key == "listen":
+            value = _listen_paths(path, value)
+        elif key in _PATH_KEYS:
             value = path.parent / Path(str(value)).expanduser()
         elif key == "metrics":
             value = str(value)
         values[key] = value
     return values
+
+
+def _listen_paths(path: Path, value: object) -> tuple[Path, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
+        raise ConfigError(
+            f"{path}: [collector] listen: expected a socket path or a list of them, got {value!r}"
+        )
+    return tuple(path.parent / Path(item).expanduser() for item in items)
 
 
 def _vm_specs(path: Path, entries: Any) -> tuple[VMSpec, ...]:

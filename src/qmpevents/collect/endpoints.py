@@ -22,6 +22,12 @@ behind; then the VM's socket is not read until it drains (QEMU keeps the events)
 A loss past the hard limit is counted per VM in ``qmpevents_listener_dropped_total``
 and logged, never silent.
 
+A VM that connects to us (``collect --listen``) brings its own source, a
+:class:`~qmpevents.sources.VMSource` announced by a
+:class:`~qmpevents.sources.ListenSource` once its handshake is done: its endpoint
+opens no "not connected yet" gap (the VM did not exist for us before), and it
+records the same markers, events and gaps as any other.
+
 Memory: an idle attached VM costs about 11 KiB of collector RSS (client, transport,
 listener, task and its metric series; ``benchmarks/bench_collect.py`` measures it
 with 500 VMs), so 500 VMs take about 6 MiB on top of the collector's own ~37 MiB.
@@ -43,6 +49,7 @@ from qmpevents.sources import (
     EventSource,
     QMPSource,
     Unreachable,
+    VMSource,
 )
 
 __all__ = ["NOT_CONNECTED_YET", "ConnectPolicy", "Endpoint", "StatusCallback"]
@@ -77,10 +84,12 @@ class Endpoint:
 
     :meth:`start` attaches it, :meth:`aclose` detaches it after recording every event
     already received. Neither records a gap for the detaching itself: the caller
-    knows why it detaches (:meth:`Fanout.record_disconnected`).
+    knows why it detaches (:meth:`Fanout.record_disconnected`). ``source``: a VM
+    that connected to us (its :class:`~qmpevents.sources.VMSource`); ``target``
+    then only describes it.
     """
 
-    __slots__ = ("_source", "_task", "fanout", "on_status", "policy", "target", "vm")
+    __slots__ = ("_given", "_source", "_task", "fanout", "on_status", "policy", "target", "vm")
 
     def __init__(
         self,
@@ -89,13 +98,16 @@ class Endpoint:
         fanout: Fanout,
         policy: ConnectPolicy | None = None,
         on_status: StatusCallback | None = None,
+        *,
+        source: VMSource | None = None,
     ) -> None:
         self.vm = vm
         self.target = target
         self.fanout = fanout
         self.policy = policy or ConnectPolicy()
         self.on_status = on_status
-        self._source: QMPSource | None = None
+        self._given = source
+        self._source: QMPSource | VMSource | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -113,6 +125,13 @@ class Endpoint:
         # QEMU holds the events in its own output buffer, as for any slow reader;
         # other VMs are not affected. Only past the hard limit, while a command
         # waits, would the oldest give way (counted in listener_dropped_total).
+        if self._given is not None:  # connected to us, and just announced: no gap before
+            self._source = self._given
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(self._source), name=f"qmp {self.vm}"
+            )
+            self._task.add_done_callback(self._ended)
+            return
         self._source = QMPSource(
             self.vm,
             self.target,

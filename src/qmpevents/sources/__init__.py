@@ -3,6 +3,9 @@
 - :class:`EventSource` and its items (:mod:`.base`): the one interface that
   ``watch``, ``collect`` and every later consumer read from.
 - :class:`QMPSource` (:mod:`.qmp`): a QMP unix socket or TCP port.
+- :class:`ListenSource` (:mod:`.listen`): QEMUs connect to our unix socket
+  (``-chardev socket,...,reconnect=N``); each VM is announced once as a
+  :class:`VMSource`, an ordinary event source named after the VM's ``-name``.
 - :func:`parse_target` (:mod:`.targets`): a command-line target, checked, with
   its VM name; ``parse_target(text).source()`` is its source.
 """
@@ -14,6 +17,7 @@ from qmpevents.sources.base import (
     SourceItem,
     Unreachable,
 )
+from qmpevents.sources.listen import ListenSource, VMSource
 from qmpevents.sources.qmp import QMPSource
 from qmpevents.sources.targets import Target, name_of_socket, parse_target
 
@@ -21,10 +25,12 @@ __all__ = [
     "Connected",
     "Disconnected",
     "EventSource",
+    "ListenSource",
     "QMPSource",
     "SourceItem",
     "Target",
     "Unreachable",
+    "VMSource",
     "name_of_socket",
     "parse_target",
 ]
