@@ -29,5 +29,17 @@ def main() -> None:
     """The QEMU Machine Protocol event system: validate, serve, watch and collect events."""
 
 
-for command in (validate, watch, exec_, shell, history, stats, collect, serve, demo, proxy, replay_command):
+for command in (
+    validate,
+    watch,
+    exec_,
+    shell,
+    history,
+    stats,
+    collect,
+    serve,
+    demo,
+    proxy,
+    replay_command,
+):
     main.add_command(command)
