@@ -2,7 +2,7 @@
 
     qmpevents exec vm.sock query-status
     qmpevents exec vm.sock migrate-set-parameters max-bandwidth=4194304 downtime-limit=1
-    qmpevents exec vm.sock blockdev-add '{"driver": "null-co", "node-name": "n0"}'
+    qmpevents exec vm.sock device_del '{"id": "dimm1"}'
     qmpevents exec vm.sock stop -- query-status -- cont
 
 Arguments are one JSON object, or qmp-shell-style ``key=value`` pairs: nested
