@@ -87,3 +87,26 @@ def test_numbers_and_nesting_no_value_can_hold_are_reported_not_raised() -> None
         "<stdin>:2:1: X: nested too deeply to check",
         "<stdin>:3:1: OK query-status",
     ]
+
+
+def test_watch_output_validates_json_envelopes_and_raw_bytes() -> None:
+    event = (
+        '{"timestamp": {"seconds": 1, "microseconds": 2}, '
+        '"event": "MIGRATION_PASS", "data": {"pass": 1}}'
+    )
+    envelopes = (
+        '{"vm": "web", "received-at": "2026-12-01T00:00:00+00:00", "event": ' + event + "}\n"
+        '{"vm": "web", "received-at": "2026-12-01T00:00:01+00:00", "gap": '
+        '{"started": 1.0, "ended": 2.0}}\n'
+    )
+    result = CliRunner().invoke(main, ["validate", "-"], input=envelopes)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "<stdin>:1:1: OK MIGRATION_PASS",
+        "<stdin>:2:1: OK marker",
+    ]
+    raw = CliRunner().invoke(main, ["validate", "-"], input=event + "\r\n" + event + "\r\n")
+    assert raw.exit_code == 0 and raw.stdout.count("OK MIGRATION_PASS") == 2
+    bad = '{"vm": "web", "received-at": "x", "event": {"event": "STOP"}}\n'
+    wrong = CliRunner().invoke(main, ["validate", "-"], input=bad)
+    assert wrong.exit_code == 1 and "STOP: timestamp: missing required member" in wrong.stdout

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -136,6 +136,14 @@ _NOT_COMMAND = "client message (->) is not a command: no member execute or exec-
 _SENT_BY_CLIENT = "server message (<-) is a command, which only a client sends"
 
 
+_ENVELOPE_KEYS: Final = frozenset({"vm", "received-at"})
+_MARKERS: Final = frozenset({"event", "gap", "dropped", "run-state"})
+
+
+def _is_watch_envelope(value: dict[str, Any]) -> bool:
+    return value.keys() >= _ENVELOPE_KEYS and len(_MARKERS & value.keys()) == 1
+
+
 def _report(
     frame: Parsed | JSONParseError,
     schemas: _Schemas,
@@ -164,6 +172,12 @@ def _report(
         shown = value.get("event")
         name = shown if isinstance(shown, str) else None
         return MessageReport(line, frame.column, "invalid", name, (_NOT_COMMAND,))
+    if _is_watch_envelope(value):
+        # What `qmpevents watch --json` prints: {vm, received-at, event|gap|dropped|run-state}.
+        inner = value.get("event")
+        if not isinstance(inner, dict):
+            return MessageReport(line, frame.column, "marker", None, ())
+        value = inner
     if "event" in value:
         name, event_problems, warnings = _check_event(value, schemas.events)
         return MessageReport(
