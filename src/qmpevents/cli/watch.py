@@ -7,6 +7,13 @@ end), 1 ``--timeout`` ran out or a connection was lost, 2 a target could not be
 reached (or a ``--listen`` socket is taken), 130 interrupted. With ``--listen``,
 every QEMU that connects is shown under its ``-name`` until ``--count``,
 ``--timeout`` or Ctrl-C: VMs coming and going do not end it.
+
+A ``nats://HOST:PORT[,HOST:PORT...]`` target is the whole fleet, read from NATS
+JetStream (:class:`~qmpevents.sources.NatsSource`): every VM of every host, each
+under its name, the same lines as from a socket. ``--vm GLOB`` and ``--event``
+become subject filters where they can; ``--since`` replays the stream from then
+first, then goes live. Gaps recorded by the hosts are shown as gaps (an open one
+as "not connected since").
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
+from qmpevents.cli.history import parse_time
 from qmpevents.client import Dropped, Gap, ListenerItem, RunState
 from qmpevents.client.backoff import Backoff
 from qmpevents.client.listeners import plain_data
@@ -40,7 +48,9 @@ from qmpevents.sources import (
     Connected,
     Disconnected,
     EventSource,
+    FleetItem,
     ListenSource,
+    NatsSource,
     Target,
     Unreachable,
     VMSource,
@@ -226,6 +236,18 @@ def json_item(vm: str, item: ListenerItem, received_at: datetime.datetime) -> st
     return head + f'"event": {body}}}'
 
 
+def format_open_gap(vm: str, marker: Disconnected, width: int = 0) -> Text:
+    """The line of a gap a host recorded and has not closed (yet): since when, and why."""
+    line = Text()
+    line.append(_local_time(marker.at), _STYLES["time"])
+    line.append(f" {printable(vm):<{width}} ", _STYLES["vm"])
+    line.append(
+        f"-- not connected since {_local_time(marker.at)}: {printable(marker.reason)}",
+        _STYLES["marker"],
+    )
+    return line
+
+
 class _Printer:
     """Writes items to stdout: rich colours on a terminal, plain text, JSON or QEMU's bytes."""
 
@@ -256,6 +278,21 @@ class _Printer:
             self.console.print(format_item(vm, item, self.width))
         else:
             click.echo(format_item(vm, item, self.width).plain)
+
+    def open_gap(self, vm: str, marker: Disconnected) -> None:
+        """A gap still open on its host (read from NATS)."""
+        if self.mode == "json":
+            received = datetime.datetime.now(datetime.UTC).isoformat()
+            gap = {"started": marker.at, "ended": None, "reason": marker.reason}
+            click.echo(
+                f'{{"vm": {json.dumps(vm)}, "received-at": "{received}", "gap": {json.dumps(gap)}}}'
+            )
+        elif self.mode == "raw":
+            click.echo(f"qmpevents watch: {format_open_gap(vm, marker).plain}", err=True)
+        elif self.console is not None:
+            self.console.print(format_open_gap(vm, marker, self.width))
+        else:
+            click.echo(format_open_gap(vm, marker, self.width).plain)
 
 
 async def _check_patterns(source: EventSource, names: tuple[str, ...]) -> None:
@@ -289,6 +326,8 @@ async def _watch(
     reconnect: bool,
     mode: str,
     listen: Sequence[Path] = (),
+    vm_glob: str | None = None,
+    since: float | None = None,
 ) -> int:
     # "block": a watcher behind a paused pager or a slow pipe (| jq) must not
     # lose events; QEMU keeps them in its output buffer until we read again,
@@ -302,8 +341,14 @@ async def _watch(
             policy="block",
         )
         for t in targets
+        if not t.fleet
     ]
-    printer = _Printer(mode, max((len(t.name) for t in targets), default=0))
+    fleets = [
+        t.fleet_source(names=names, where=where, vm=vm_glob, since=since)
+        for t in targets
+        if t.fleet
+    ]
+    printer = _Printer(mode, max((len(t.name) for t in targets if not t.fleet), default=0))
     listeners = [ListenSource(path, names=names, where=where, policy="block") for path in listen]
     seen = 0
     done = asyncio.Event()
@@ -358,6 +403,32 @@ async def _watch(
         except ConnectionLost as error:
             fail(vm, error, 1)
 
+    async def pump_fleet(source: NatsSource) -> None:
+        nonlocal seen
+        try:
+            async for entry in source:
+                if not isinstance(entry, FleetItem):
+                    what = "" if isinstance(entry, Connected) else "NATS: "
+                    detail = entry.detail if isinstance(entry, Connected) else entry.reason
+                    click.echo(
+                        f"qmpevents watch: {printable(source.name)}: {what}{printable(detail)}",
+                        err=True,
+                    )
+                    continue
+                printer.width = max(printer.width, len(printable(entry.vm)))
+                item = entry.item
+                if isinstance(item, Disconnected):
+                    printer.open_gap(entry.vm, item)
+                    continue
+                printer(entry.vm, item)
+                if not isinstance(item, Gap):
+                    seen += 1
+                    if count is not None and seen >= count:
+                        done.set()
+                        return
+        except QMPConnectionError as error:
+            fail(source.name, error, 2)
+
     arrived: list[asyncio.Future[None]] = []
 
     async def accept(listener: ListenSource) -> None:
@@ -376,6 +447,7 @@ async def _watch(
         click.echo(f"qmpevents watch: listening on {printable(listener.path)}", err=True)
     pumps: list[asyncio.Future[None]] = [asyncio.ensure_future(pump(s)) for s in sources]
     pumps += [asyncio.ensure_future(accept(listener)) for listener in listeners]
+    pumps += [asyncio.ensure_future(pump_fleet(fleet)) for fleet in fleets]
     all_ended = asyncio.ensure_future(asyncio.wait(pumps))
     finished = asyncio.ensure_future(done.wait())
     try:
@@ -396,6 +468,8 @@ async def _watch(
             task.cancel()
         for source in sources:
             await source.aclose()
+        for fleet in fleets:
+            await fleet.aclose()
         for listener in listeners:
             await listener.aclose()
     return 0 if done.is_set() else status
@@ -433,6 +507,17 @@ async def _watch(
     help="Listen on this unix socket for QEMUs that connect (-chardev socket,path=PATH,"
     "reconnect=5 -mon chardev=...,mode=control); show each under its -name. Repeatable.",
 )
+@click.option(
+    "--vm",
+    "vm_glob",
+    metavar="GLOB",
+    help="With a nats:// TARGET: only the VMs whose name matches (a glob).",
+)
+@click.option(
+    "--since",
+    metavar="TIME",
+    help="With a nats:// TARGET: replay the stream from TIME (ISO, or 10m, 2h), then go live.",
+)
 def watch(
     targets: tuple[str, ...],
     as_json: bool,
@@ -443,12 +528,16 @@ def watch(
     timeout: float | None,
     reconnect: bool,
     listen: tuple[Path, ...],
+    vm_glob: str | None,
+    since: str | None,
 ) -> None:
     """Show the events of one or more VMs live, one line per event.
 
     TARGET is a QMP unix socket path or HOST:PORT, optionally NAME=TARGET; the VM
     is named after the socket file otherwise. Rate-limited event kinds are marked.
     With --listen PATH, QEMUs connect to us instead, each shown under its -name.
+    TARGET nats://HOST:PORT[,HOST:PORT...] is every VM of the fleet, from NATS
+    JetStream (--vm GLOB, --since TIME).
     """
     if not targets and not listen:
         raise click.UsageError("give a TARGET or --listen PATH")
@@ -458,9 +547,19 @@ def watch(
         raise click.UsageError("--raw prints one VM's bytes: give one TARGET")
     where = parse_where(where_specs)
     specs = [parse_watch_target(t) for t in targets]
+    if (vm_glob is not None or since is not None) and not any(t.fleet for t in specs):
+        raise click.UsageError("--vm and --since read a fleet: give a nats:// TARGET")
+    start: float | None = None
+    if since is not None:
+        try:
+            start = parse_time(since)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--since") from None
     mode = "json" if as_json else "raw" if raw else "text"
     try:
-        status = asyncio.run(_watch(specs, names, where, count, timeout, reconnect, mode, listen))
+        status = asyncio.run(
+            _watch(specs, names, where, count, timeout, reconnect, mode, listen, vm_glob, start)
+        )
     except KeyboardInterrupt:
         status = 130
     sys.exit(status)

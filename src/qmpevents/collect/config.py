@@ -5,6 +5,9 @@ A configuration file looks like this (every key optional)::
     [collector]
     db = "/var/lib/qmpevents/events.db"   # SQLite history (default: the user's data dir)
     nats = "nats://127.0.0.1:4222"        # NATS JetStream servers, comma-separated
+    host = "hv-07"                        # this collector's name on NATS (default: hostname)
+    replicas = 1                          # copies of the stream kept by the NATS cluster
+    durable = "qmpevents-archive"         # the central archive's consumer (nats:// target)
     metrics = "127.0.0.1:9464"            # Prometheus endpoint, HOST:PORT or PORT
     metrics_public = false                # allow a non-loopback metrics address
     batch_size = 1000                     # SQLite: records per commit at most
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import socket
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,12 +86,24 @@ class CollectorConfig:
     queue_size: int = 10_000
     backoff: float = 0.1
     max_backoff: float = 5.0
+    host: str | None = None
+    replicas: int = 1
+    durable: str = "qmpevents-archive"
+
+    @property
+    def host_name(self) -> str:
+        """``host``, or this machine's hostname when none is given."""
+        return self.host if self.host else socket.gethostname()
 
     def __post_init__(self) -> None:
         for key, minimum in _MINIMUMS.items():
             value = getattr(self, key)
             if value < minimum:
                 raise ConfigError(f"{key}: must be at least {minimum}, got {value}")
+        if self.host is not None and not self.host.strip():
+            raise ConfigError("host: must not be empty")
+        if not self.durable or any(c in self.durable for c in ".*> \t"):
+            raise ConfigError(f"durable: not a NATS consumer name: {self.durable!r}")
         if self.max_backoff < self.backoff:
             raise ConfigError(f"max_backoff: must be at least backoff ({self.backoff})")
         if self.db_buffer < self.batch_size:
@@ -119,6 +135,7 @@ _MINIMUMS: dict[str, float] = {
     "queue_size": 1,
     "backoff": 0.001,
     "max_backoff": 0.001,
+    "replicas": 1,
 }
 
 # [collector] key -> the Python types its TOML value may have
@@ -137,6 +154,9 @@ _KEYS: dict[str, tuple[type, ...]] = {
     "watch_dir": (str,),
     "watch_interval": (int, float),
     "listen": (str, list),
+    "host": (str,),
+    "replicas": (int,),
+    "durable": (str,),
 }
 _PATH_KEYS = frozenset({"db", "watch_dir"})
 

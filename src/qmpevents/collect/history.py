@@ -3,6 +3,10 @@
 The time of an event is QEMU's timestamp (when QEMU created it; a rate-limited
 event can arrive up to a second later). The time of a gap is the collector's
 clock. Both are seconds since the epoch.
+
+A central archive (:mod:`.archive`) knows each record's host: its records come
+back with ``host`` set, and ``host=`` filters on it (a host's own history has no
+hosts: nothing matches a host filter there).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from pathlib import Path
 import msgspec
 
 from qmpevents.collect.records import EventRecord, GapRecord, Record
-from qmpevents.collect.sqlite_schema import connect
+from qmpevents.collect.sqlite_schema import connect, has_archive
 
 __all__ = ["EventCount", "History", "left_connected", "open_gaps", "query", "stats"]
 
@@ -55,13 +59,18 @@ class History:
         since: float | None = None,
         until: float | None = None,
         limit: int | None = None,
+        host: str | None = None,
     ) -> list[Record]:
         """See :func:`query`."""
-        return query(self._conn, vm=vm, event=event, since=since, until=until, limit=limit)
+        return query(
+            self._conn, vm=vm, event=event, since=since, until=until, limit=limit, host=host
+        )
 
-    def stats(self, since: float | None = None, until: float | None = None) -> list[EventCount]:
+    def stats(
+        self, since: float | None = None, until: float | None = None, host: str | None = None
+    ) -> list[EventCount]:
         """See :func:`stats`."""
-        return stats(self._conn, since=since, until=until)
+        return stats(self._conn, since=since, until=until, host=host)
 
     def open_gaps(self) -> list[GapRecord]:
         """See :func:`open_gaps`."""
@@ -86,13 +95,18 @@ def query(
     since: float | None = None,
     until: float | None = None,
     limit: int | None = None,
+    host: str | None = None,
 ) -> list[Record]:
     """Events and gaps of ``vm`` (all VMs if ``None``) in ``[since, until]``, oldest first.
 
     ``event`` restricts events to that name and leaves gaps out (a gap is not an
     event of any name). A gap is included when it overlaps the range (an open gap
     reaches to now). ``limit`` keeps the first ``limit`` records of the result.
+    ``host`` keeps a central archive's records of that host (none elsewhere).
     """
+    archive = has_archive(conn)
+    if host is not None and not archive:
+        return []
     event_conditions: list[tuple[str, object]] = []
     gap_conditions: list[tuple[str, object]] = []
     if vm is not None:
@@ -106,15 +120,21 @@ def query(
     if until is not None:
         event_conditions.append(("qemu_ts <= ?", until))
         gap_conditions.append(("started <= ?", until))
+    if host is not None:
+        event_conditions.append(("a.host = ?", host))
+        gap_conditions.append(("a.host = ?", host))
     # Each side is limited on its own (both are sorted), then the two are merged.
     tail, tail_params = (" LIMIT ?", [limit]) if limit is not None else ("", [])
+    event_join = " LEFT JOIN archive_events AS a ON a.event_id = id" if archive else ""
+    gap_join = " LEFT JOIN archive_gaps AS a ON a.gap_id = id" if archive else ""
+    host_column = "a.host" if archive else "NULL"
 
     where, params = _where(event_conditions)
     events: list[tuple[float, int, Record]] = [
         (row[0], row[1], EventRecord(*row[2:]))
         for row in conn.execute(
-            "SELECT qemu_ts, id, vm, name, qemu_seconds, qemu_micros, received_at, raw"
-            f" FROM events{where} ORDER BY qemu_ts, id{tail}",
+            "SELECT qemu_ts, id, vm, name, qemu_seconds, qemu_micros, received_at, raw,"
+            f" {host_column} FROM events{event_join}{where} ORDER BY qemu_ts, id{tail}",
             params + tail_params,
         )
     ]
@@ -124,8 +144,8 @@ def query(
         gaps = [
             (row[0], row[1], GapRecord(*row[2:]))
             for row in conn.execute(
-                "SELECT started, id, vm, started, ended, reason"
-                f" FROM gaps{where} ORDER BY started, id{tail}",
+                f"SELECT started, id, vm, started, ended, reason, {host_column}"
+                f" FROM gaps{gap_join}{where} ORDER BY started, id{tail}",
                 params + tail_params,
             )
         ]
@@ -136,10 +156,21 @@ def query(
 
 
 def stats(
-    conn: sqlite3.Connection, *, since: float | None = None, until: float | None = None
+    conn: sqlite3.Connection,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    host: str | None = None,
 ) -> list[EventCount]:
-    """Event counts per (VM, event name) in ``[since, until]``, sorted by VM then name."""
+    """Event counts per (VM, event name) in ``[since, until]``, sorted by VM then name.
+
+    ``host`` counts a central archive's events of that host only (none elsewhere).
+    """
     conditions: list[tuple[str, object]] = []
+    if host is not None:
+        if not has_archive(conn):
+            return []
+        conditions.append(("id IN (SELECT event_id FROM archive_events WHERE host = ?)", host))
     if since is not None:
         conditions.append(("qemu_ts >= ?", since))
     if until is not None:

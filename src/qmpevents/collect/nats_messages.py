@@ -23,12 +23,12 @@ connection), ``too_large`` (headers and payload over the server's ``max_payload`
 from __future__ import annotations
 
 import hashlib
-import re
 
 import msgspec
 
 from qmpevents.collect.names import percent_escape
 from qmpevents.collect.records import EventRecord, Record
+from qmpevents.sources.nats_subjects import GAP_TOKEN, subject_token
 
 __all__ = [
     "GAP_TOKEN",
@@ -42,9 +42,6 @@ __all__ = [
     "subject_token",
 ]
 
-GAP_TOKEN = "_GAP"
-"""The last subject token of gap records (no QEMU event name starts with ``_``)."""
-
 MAX_SUBJECT = 1024
 """The longest subject published, in bytes (the server's whole control line is 4 KiB)."""
 
@@ -52,8 +49,6 @@ NATS_REASONS = ("too_large", "subject", "refused", "invalid")
 """Why NATS rejects a record: over ``max_payload``, no valid subject, refused by
 JetStream itself (say, over the stream's ``max_msg_size``), not a record at all."""
 
-_ESCAPED = frozenset(".*>%")
-_RESERVED = re.compile(r"[.*>% ]")  # what printable ASCII has to escape
 # "NATS/1.0\r\n" ... "\r\n": what a header block adds around its lines
 _HEADER_FRAME = len(b"NATS/1.0\r\n\r\n")
 
@@ -64,24 +59,6 @@ class Unpublishable(ValueError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
-
-
-def subject_token(name: str) -> str:
-    """``name`` as one NATS subject token: reserved and blank characters become ``%XX``.
-
-    The mapping is one-to-one (``%`` itself is escaped), so two VM names never
-    share a subject. Raises ``ValueError`` for an empty name.
-    """
-    if not name:
-        raise ValueError("an empty name cannot be a subject token")
-    if name.isascii() and name.isprintable() and not _RESERVED.search(name):
-        return name  # the usual name: nothing to escape
-    return "".join(
-        "".join(f"%{byte:02X}" for byte in ch.encode("utf-8", "surrogatepass"))
-        if ch in _ESCAPED or ch.isspace() or not ch.isprintable()
-        else ch
-        for ch in name
-    )
 
 
 def subject_of(record: Record) -> str:

@@ -19,11 +19,14 @@ __all__ = ["EventRecord", "GapRecord", "Record"]
 _MICROS = 1_000_000
 
 
-class EventRecord(msgspec.Struct, frozen=True, gc=False, tag_field="type", tag="event"):
+class EventRecord(
+    msgspec.Struct, frozen=True, gc=False, omit_defaults=True, tag_field="type", tag="event"
+):
     """One event of one VM as the collector received it.
 
     ``raw`` is the event exactly as QEMU sent it; ``qemu_seconds`` and ``qemu_micros``
     are QEMU's ``timestamp``; ``received_at`` is the collector's wall clock on arrival.
+    ``host`` is the collector that received it, known in a central archive (else ``None``).
     """
 
     vm: str
@@ -32,6 +35,7 @@ class EventRecord(msgspec.Struct, frozen=True, gc=False, tag_field="type", tag="
     qemu_micros: int
     received_at: float
     raw: bytes
+    host: str | None = None
 
     @property
     def qemu_ts(self) -> float:
@@ -58,18 +62,22 @@ class EventRecord(msgspec.Struct, frozen=True, gc=False, tag_field="type", tag="
         )
 
 
-class GapRecord(msgspec.Struct, frozen=True, gc=False, tag_field="type", tag="gap"):
+class GapRecord(
+    msgspec.Struct, frozen=True, gc=False, omit_defaults=True, tag_field="type", tag="gap"
+):
     """An interval in which the collector was not receiving the events of ``vm``.
 
     ``ended`` is ``None`` while the gap is still open. A gap is identified by
     ``(vm, started)``: recording the same gap again with ``ended`` set closes it.
     ``reason`` says why (``"connection lost: ..."``, ``"collector stopped"``).
+    ``host`` is the collector that recorded it, known in a central archive (else ``None``).
     """
 
     vm: str
     started: float
     ended: float | None
     reason: str
+    host: str | None = None
 
 
 Record = EventRecord | GapRecord

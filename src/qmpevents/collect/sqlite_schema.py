@@ -15,11 +15,15 @@ from pathlib import Path
 from qmpevents.errors import ConfigError
 
 __all__ = [
+    "ARCHIVE_MIGRATIONS",
+    "ARCHIVE_VERSION",
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "connect",
     "default_db_path",
+    "has_archive",
     "migrate",
+    "migrate_archive",
     "unwritable_reason",
     "version_of",
 ]
@@ -83,6 +87,66 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 
 SCHEMA_VERSION = len(MIGRATIONS)
 """The layout version this code writes and reads."""
+
+
+ARCHIVE_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: a central archive's side tables (qmpevents collect nats://...). Each archived
+    # event has its JetStream message id, unique (a redelivery never makes a second
+    # row), and the host whose collector published it; each gap its host.
+    (
+        """CREATE TABLE archive_events (
+            event_id INTEGER PRIMARY KEY,
+            msg_id TEXT NOT NULL UNIQUE,
+            host TEXT
+        )""",
+        "CREATE INDEX archive_events_by_host ON archive_events (host)",
+        """CREATE TABLE archive_gaps (
+            gap_id INTEGER PRIMARY KEY,
+            host TEXT
+        )""",
+        "CREATE INDEX archive_gaps_by_host ON archive_gaps (host)",
+    ),
+)
+"""The archive's own layout, versioned apart (``archive_version``) from the history's:
+a host's history never has these tables; a central archive's has both."""
+
+ARCHIVE_VERSION = len(ARCHIVE_MIGRATIONS)
+
+
+def has_archive(conn: sqlite3.Connection) -> bool:
+    """Whether the database is a central archive (has the archive tables)."""
+    row = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'archive_events'"
+    ).fetchone()
+    return row is not None
+
+
+def migrate_archive(conn: sqlite3.Connection) -> int:
+    """Create or update the archive tables of a writable connection; return the old version.
+
+    The history's own migrations must have run first (:func:`connect`).
+    """
+    path = Path(conn.execute("PRAGMA database_list").fetchone()[2])
+    conn.execute("CREATE TABLE IF NOT EXISTS archive_version (version INTEGER NOT NULL)")
+    row = conn.execute("SELECT version FROM archive_version").fetchone()
+    current = int(row[0]) if row else 0
+    if current > ARCHIVE_VERSION:
+        raise ConfigError(
+            f"{path}: archive tables are at version {current}, this qmpevents knows up to "
+            f"{ARCHIVE_VERSION}; upgrade qmpevents to write it"
+        )
+    for version in range(current, ARCHIVE_VERSION):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in ARCHIVE_MIGRATIONS[version]:
+                conn.execute(statement)
+            conn.execute("DELETE FROM archive_version")
+            conn.execute("INSERT INTO archive_version (version) VALUES (?)", (version + 1,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return current
 
 
 def default_db_path() -> Path:

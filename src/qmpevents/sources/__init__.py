@@ -6,6 +6,8 @@
 - :class:`ListenSource` (:mod:`.listen`): QEMUs connect to our unix socket
   (``-chardev socket,...,reconnect=N``); each VM is announced once as a
   :class:`VMSource`, an ordinary event source named after the VM's ``-name``.
+- :class:`NatsSource` (:mod:`.nats`): the whole fleet, read back from NATS
+  JetStream (``nats://`` targets), each item a :class:`FleetItem` naming its VM.
 - :func:`parse_target` (:mod:`.targets`): a command-line target, checked, with
   its VM name; ``parse_target(text).source()`` is its source.
 """
@@ -18,6 +20,7 @@ from qmpevents.sources.base import (
     Unreachable,
 )
 from qmpevents.sources.listen import ListenSource, VMSource
+from qmpevents.sources.nats import FleetItem, FleetSourceItem, NatsSource
 from qmpevents.sources.qmp import QMPSource
 from qmpevents.sources.targets import Target, name_of_socket, parse_target
 
@@ -25,7 +28,10 @@ __all__ = [
     "Connected",
     "Disconnected",
     "EventSource",
+    "FleetItem",
+    "FleetSourceItem",
     "ListenSource",
+    "NatsSource",
     "QMPSource",
     "SourceItem",
     "Target",

@@ -5,7 +5,10 @@
 - ``NAME=TARGET``: the VM is called NAME (NAME has no ``/``);
 - a socket path: the VM is named after the file, without its last suffix
   (``/run/qemu/web1.qmp`` is ``web1``);
-- ``HOST:PORT`` (``[::1]:4444`` for IPv6): QMP over TCP, named ``HOST:PORT``.
+- ``HOST:PORT`` (``[::1]:4444`` for IPv6): QMP over TCP, named ``HOST:PORT``;
+- ``nats://HOST:PORT[,HOST:PORT...]``: a whole fleet, read from NATS JetStream
+  (:class:`~.nats.NatsSource`); the target's :attr:`Target.servers` are the NATS
+  URLs, and its VM names come from the messages.
 
 :func:`parse_target` checks the text at once (a bad port is a
 :class:`~qmpevents.errors.ConfigError` before anything connects), and
@@ -21,9 +24,12 @@ from typing import Any
 from qmpevents.addresses import Address, parse_address
 from qmpevents.errors import ConfigError
 from qmpevents.sources.base import EventSource
+from qmpevents.sources.nats import NatsSource
 from qmpevents.sources.qmp import QMPSource
 
-__all__ = ["Target", "name_of_socket", "parse_target"]
+__all__ = ["NATS_SCHEME", "Target", "name_of_socket", "parse_nats_servers", "parse_target"]
+
+NATS_SCHEME = "nats://"
 
 
 def name_of_socket(path: str) -> str:
@@ -37,19 +43,55 @@ class Target:
 
     name: str
     address: Address
+    servers: tuple[str, ...] = ()
+    """The NATS URLs of a fleet target (``nats://...``); empty for a QMP target."""
+
+    @property
+    def fleet(self) -> bool:
+        """Whether this is a NATS target: the events of many VMs, not one monitor."""
+        return bool(self.servers)
 
     @property
     def text(self) -> str:
         """The address as a user writes it."""
-        return str(self.address)
+        return self.name if self.fleet else str(self.address)
 
     def source(self, **options: Any) -> EventSource:
-        """The event source for this target; ``options`` are :class:`QMPSource`'s."""
+        """The event source for this target; ``options`` are :class:`QMPSource`'s.
+
+        A fleet target has no single VM: ``ConfigError`` (use :meth:`fleet_source`).
+        """
+        if self.fleet:
+            raise ConfigError(f"{self.name}: a NATS target is a fleet, not one QMP monitor")
         return QMPSource(self.name, self.address, **options)
+
+    def fleet_source(self, **options: Any) -> NatsSource:
+        """The :class:`~.nats.NatsSource` of a fleet target; ``options`` are its own."""
+        if not self.fleet:
+            raise ConfigError(f"{self.name}: not a nats:// target")
+        return NatsSource(self.servers, name=self.name, **options)
+
+
+def parse_nats_servers(text: str) -> tuple[str, ...]:
+    """``nats://H:P[,H:P...]`` (each may repeat ``nats://``) as one URL per server."""
+    body = text[len(NATS_SCHEME) :] if text.startswith(NATS_SCHEME) else text
+    servers: list[str] = []
+    for part in body.split(","):
+        part = part.strip()
+        part = part[len(NATS_SCHEME) :] if part.startswith(NATS_SCHEME) else part
+        address = parse_address(part) if part else None
+        if address is None or address.path is not None or address.port is None:
+            raise ConfigError(f"{text!r}: expected nats://HOST:PORT[,HOST:PORT...]")
+        servers.append(f"{NATS_SCHEME}{address}")
+    return tuple(servers)
 
 
 def parse_target(text: str, *, name: str | None = None) -> Target:
     """The :class:`Target` of ``text`` (see the module docstring); ``name`` overrides."""
+    if text.startswith(NATS_SCHEME):
+        servers = parse_nats_servers(text)
+        host, _, port = servers[0][len(NATS_SCHEME) :].rpartition(":")
+        return Target(name or text, Address(host=host.strip("[]"), port=int(port)), servers)
     label, sep, rest = text.partition("=")
     if sep and "/" not in label:
         if not label or not rest:

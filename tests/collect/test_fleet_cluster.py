@@ -1,0 +1,192 @@
+"""The fleet on a 3-node NATS cluster: three hosts, one central archive, failures on the way.
+
+Three ``qmpevents collect --nats ... --host hostN --replicas 3`` processes, each fed by
+two simulated VMs, and one ``qmpevents collect nats://... --db central.db`` archive.
+Mid-stream one NATS node is killed (SIGKILL) and restarted, one VM goes away and comes
+back (a gap, opened then closed), and the archive is killed (SIGKILL) and restarted.
+At the end every event every host published is in the central database exactly once
+(message ids and counts compared with the stream and with what the VMs sent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import nats
+import pytest
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from qmpevents.collect.history import History
+from qmpevents.collect.records import EventRecord, GapRecord
+from qmpevents.sources.nats import parse_gap
+from tests.collect.nats_cluster import Cluster, nats_binary
+from tests.collect.sources import Source
+from tests.collect.test_cli_collect import CollectorProcess, wait_for
+
+
+def archived_ids(db: Path) -> list[str]:
+    try:
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            return [row[0] for row in conn.execute("SELECT msg_id FROM archive_events")]
+    except sqlite3.Error:  # not created yet
+        return []
+
+
+async def stream_contents(
+    url: str, timeout: float = 30.0
+) -> tuple[list[str], dict[tuple[str, float], bool]]:
+    """Every event message id in the stream, and each gap (vm, started) -> closed."""
+    nc = await nats.connect(url.split(","))
+    try:
+        js = nc.jetstream(timeout=5)
+        info = await js.stream_info("QMP_EVENTS")
+        total = info.state.messages
+        sub = await js.pull_subscribe(
+            "qmp.>", stream="QMP_EVENTS", config=ConsumerConfig(ack_policy=AckPolicy.NONE)
+        )
+        ids: list[str] = []
+        gaps: dict[tuple[str, float], bool] = {}
+        seen = 0
+        deadline = time.monotonic() + timeout
+        while seen < total:
+            assert time.monotonic() < deadline, f"read {seen} of {total} messages"
+            with contextlib.suppress(TimeoutError, nats.errors.TimeoutError):
+                for msg in await sub.fetch(500, timeout=1):
+                    seen += 1
+                    if msg.subject.endswith("._GAP"):
+                        gap = parse_gap(msg.data)
+                        key = (gap.vm, gap.started)
+                        gaps[key] = gaps.get(key, False) or gap.ended is not None
+                    else:
+                        assert msg.headers is not None
+                        ids.append(msg.headers["Nats-Msg-Id"])
+        return ids, gaps
+    finally:
+        await nc.close()
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path):  # type: ignore[no-untyped-def]
+    cluster = Cluster(nats_binary(), tmp_path)
+    cluster.start()
+    try:
+        await cluster.wait_formed()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+async def test_three_hosts_one_archive_node_and_archive_killed_every_event_once(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    hosts = [f"host{i}" for i in range(3)]
+    vms = {
+        host: [
+            await Source(f"{host}-vm{j}", tmp_path / f"{host}-vm{j}.qmp").start() for j in range(2)
+        ]
+        for host in hosts
+    }
+    collectors = {
+        host: CollectorProcess(
+            "--db",
+            str(tmp_path / f"{host}.db"),
+            "--nats",
+            cluster.url,
+            "--host",
+            host,
+            "--replicas",
+            "3",
+            "--batch-interval",
+            "0.02",
+            *(str(vm.path) for vm in vms[host]),
+        )
+        for host in hosts
+    }
+    central = tmp_path / "central.db"
+    archive_args = (cluster.url, "--db", str(central), "--replicas", "3")
+    archive = CollectorProcess(*archive_args)
+    for process in collectors.values():
+        await process.start()
+    await archive.start()
+    for process in collectors.values():
+        await wait_for(lambda p=process: sum("connected to" in line for line in p.lines) == 2)
+    every = [vm for host in hosts for vm in vms[host]]
+
+    def emit(count: int) -> None:
+        for vm in every:
+            vm.emit(count)
+
+    def sent() -> int:
+        return sum(len(vm.sent) for vm in every)
+
+    emit(100)
+    cluster.nodes[1].kill()  # mid-stream: a NATS node dies
+    emit(100)
+    await asyncio.sleep(0.5)
+    emit(100)
+    cluster.nodes[1].start()  # and comes back with its store
+
+    # one VM goes away and comes back: a gap, opened then closed, on host0
+    away = vms["host0"][0]
+    await away.close()
+    await wait_for(
+        lambda: any("lost" in line or "closed" in line for line in collectors["host0"].lines)
+    )
+    back = Source(away.name, away.path)
+    back.sent = away.sent
+    vms["host0"][0] = back
+    every[0] = back
+    await back.start()
+    await wait_for(
+        lambda: sum("connected to" in line for line in collectors["host0"].lines) == 3, 30
+    )
+
+    emit(100)
+    await wait_for(lambda: len(archived_ids(central)) > 0, 60)
+    assert archive.process is not None
+    archive.process.send_signal(signal.SIGKILL)  # the archive dies mid-stream
+    await archive.process.wait()
+    emit(100)
+    archive = CollectorProcess(*archive_args)
+    await archive.start()
+    emit(100)
+
+    await wait_for(lambda: len(archived_ids(central)) >= sent(), 120)
+    for process in collectors.values():
+        assert await process.stop(signal.SIGTERM) == 0, process.lines
+
+    stream_ids, stream_gaps = await stream_contents(cluster.url)
+    assert len(stream_ids) == len(set(stream_ids)) == sent()  # JetStream kept each once
+
+    def archive_has_the_gaps() -> bool:
+        with History(central) as history:
+            return len([r for r in history.query() if isinstance(r, GapRecord)]) >= len(stream_gaps)
+
+    await wait_for(archive_has_the_gaps, 60)
+    assert await archive.stop(signal.SIGTERM) == 0, archive.lines
+
+    ids = archived_ids(central)
+    assert len(ids) == len(set(ids)) == sent()  # exactly once
+    assert set(ids) == set(stream_ids)
+    with History(central) as history:
+        records = history.query()
+        for host in hosts:  # every host's events, each as its VM sent it
+            got = collections.Counter(
+                (r.vm, r.raw) for r in history.query(host=host) if isinstance(r, EventRecord)
+            )
+            assert got == collections.Counter((vm.name, raw) for vm in vms[host] for raw in vm.sent)
+    gaps = [r for r in records if isinstance(r, GapRecord)]
+    assert {(g.vm, g.started) for g in gaps} == set(stream_gaps)  # one row per gap
+    for gap in gaps:
+        assert (gap.ended is not None) == stream_gaps[(gap.vm, gap.started)]
+        assert gap.host == gap.vm.split("-")[0]
+    lost = [g for g in gaps if g.vm == away.name and "closed the connection" in g.reason]
+    assert len(lost) == 1 and lost[0].ended is not None, gaps  # open, then closed: one row
+    for vm in every:
+        await vm.close()
