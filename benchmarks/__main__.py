@@ -1,7 +1,7 @@
 """Run every benchmark, each next to its anchors in the same run: ``python -m benchmarks``.
 
 ``python -m benchmarks NAME...`` runs only the named ones (decode, throttle, server,
-client, collect, proxy). Each prints its own table with ratios; nothing here asserts a time.
+client, collect, proxy, web, archive). Each prints its own table with ratios; nothing here asserts a time.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ BENCHMARKS = {
     "client": ("benchmarks.bench_client", ["bench_client"]),
     "collect": ("benchmarks.bench_collect", ["bench_collect"]),
     "proxy": ("benchmarks.bench_proxy", ["bench_proxy"]),
+    "web": ("benchmarks.bench_web", ["bench_web"]),
+    "archive": ("benchmarks.bench_archive", ["bench_archive", "30000"]),
 }
 
 

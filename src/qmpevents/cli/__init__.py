@@ -19,6 +19,7 @@ from qmpevents.cli.proxy import proxy
 from qmpevents.cli.replay import replay_command
 from qmpevents.cli.serve import serve
 from qmpevents.cli.shell import shell
+from qmpevents.cli.ui import ui
 from qmpevents.cli.validate import validate
 from qmpevents.cli.watch import watch
 
@@ -41,5 +42,6 @@ for command in (
     demo,
     proxy,
     replay_command,
+    ui,
 ):
     main.add_command(command)

@@ -13,6 +13,11 @@ Exit statuses:
   target or configuration file, a metrics address, or a ``--db`` that cannot be
   written (a directory, a path under a file, ``/proc``, an empty path).
 
+With a ``nats://HOST:PORT[,HOST:PORT...]`` target the command is the fleet's central
+archive instead (:mod:`qmpevents.collect.archive`): the JetStream stream into
+``--db`` through the durable consumer ``--durable``, each message once, acknowledged
+after its commit; it stops at SIGTERM/SIGINT after the batch in hand (0, or 130).
+
 A second SIGTERM or SIGINT while stopping does not interrupt storing what was
 received (only SIGKILL does). ``--db`` is always a file path, never an SQLite URI.
 Every line printed (status lines, log lines) has its control characters escaped, so
@@ -24,19 +29,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import click
 
+from qmpevents.collect.archive import Archive
 from qmpevents.collect.collector import Collector
-from qmpevents.collect.config import CollectorConfig, load_config, merged
+from qmpevents.collect.config import CollectorConfig, load_config, merged, parse_host_port
 from qmpevents.collect.discovery import vm_from_argument
 from qmpevents.collect.names import escape_controls
 from qmpevents.collect.sqlite_schema import default_db_path
+from qmpevents.collect.web_app import HttpOptions
 from qmpevents.errors import ConfigError
+from qmpevents.sources.targets import NATS_SCHEME, parse_nats_servers
 
-__all__ = ["collect"]
+__all__ = ["collect", "http_options"]
 
 
 class _UsageLine(click.ClickException):
@@ -71,6 +80,28 @@ class _OneLineFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = escape_controls(record.message)
         return super().formatMessage(record)
+
+
+def http_options(value: str | None, public: bool) -> HttpOptions | None:
+    """``--http HOST:PORT`` (``PORT``: on 127.0.0.1) as options; a usage error if malformed."""
+    if value is None:
+        return None
+    try:
+        host, port = parse_host_port(value)
+    except ConfigError:
+        raise _UsageLine(f"--http: expected HOST:PORT or PORT, got {value!r}") from None
+    return HttpOptions(host, port, public)
+
+
+async def _run(collector: Collector) -> signal.Signals | None:
+    """:meth:`Collector.run`, saying where the timeline is once it is served."""
+    running = asyncio.create_task(collector.run())
+    while collector.http is not None and not running.done():
+        if collector.web_server is not None:
+            click.echo(f"qmpevents collect: timeline on {collector.web_server.url}", err=True)
+            break
+        await asyncio.sleep(0.02)
+    return await running
 
 
 def _db_path(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
@@ -127,6 +158,14 @@ def _db_path(ctx: click.Context, param: click.Parameter, value: str | None) -> P
     "--metrics-public", is_flag=True, default=None, help="Allow a non-loopback --metrics."
 )
 @click.option(
+    "--http",
+    "http",
+    metavar="HOST:PORT",
+    help="Serve the live timeline page, its JSON API (/api/...) and /metrics here "
+    "(PORT: on 127.0.0.1).",
+)
+@click.option("--http-public", is_flag=True, help="Allow a non-loopback --http.")
+@click.option(
     "--batch-size",
     type=click.IntRange(min=1),
     metavar="N",
@@ -137,6 +176,22 @@ def _db_path(ctx: click.Context, param: click.Parameter, value: str | None) -> P
     type=click.FloatRange(min=0),
     metavar="S",
     help="SQLite: seconds a record waits for its commit at most [default: 0.5].",
+)
+@click.option(
+    "--host",
+    metavar="NAME",
+    help="This collector's name in every record published to NATS [default: the hostname].",
+)
+@click.option(
+    "--replicas",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Create (or grow) the NATS stream with N replicas [default: 1].",
+)
+@click.option(
+    "--durable",
+    metavar="NAME",
+    help="With a nats:// TARGET: the archive's durable consumer [default: qmpevents-archive].",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No line per VM connection and loss.")
 def collect(
@@ -149,8 +204,13 @@ def collect(
     nats: str | None,
     metrics: str | None,
     metrics_public: bool | None,
+    http: str | None,
+    http_public: bool,
     batch_size: int | None,
     batch_interval: float | None,
+    host: str | None,
+    replicas: int | None,
+    durable: str | None,
     quiet: bool,
 ) -> None:
     """Record the events of many VMs, until SIGTERM or SIGINT.
@@ -163,9 +223,21 @@ def collect(
     it was away is a gap. Command-line options override --config. After SIGKILL at most about two
     batches (--batch-size records, or --batch-interval seconds) are lost, and the
     restarted collector records the time it was not running as a gap.
+
+    With a nats://HOST:PORT[,HOST:PORT...] TARGET it is the fleet's central archive:
+    every host's records from JetStream into --db, each once (durable consumer
+    --durable; a restart picks up where it stopped).
     """
+    fleet = [target for target in targets if target.startswith(NATS_SCHEME)]
     try:
         config = load_config(config_path) if config_path is not None else CollectorConfig()
+        if fleet:
+            if len(targets) > 1 or watch_dir is not None or listen or config.vms:
+                raise ConfigError("a nats:// TARGET is the central archive: give it alone")
+            config = merged(config, db=db, replicas=replicas, durable=durable)
+            servers = list(parse_nats_servers(fleet[0]))
+            _log_to_stderr()
+            raise SystemExit(_archive(servers, config))
         extra = tuple(vm_from_argument(target) for target in targets)
         config = merged(
             config,
@@ -179,6 +251,8 @@ def collect(
             metrics_public=metrics_public,
             batch_size=batch_size,
             batch_interval=batch_interval,
+            host=host,
+            replicas=replicas,
         )
     except ConfigError as error:
         raise _UsageLine(str(error)) from None
@@ -188,12 +262,11 @@ def collect(
         )
     if config.watch_dir is not None and not config.watch_dir.is_dir():
         raise _UsageLine(f"--watch-dir {config.watch_dir}: not a directory")
-    handler = logging.StreamHandler()
-    handler.setFormatter(_OneLineFormatter("qmpevents collect: %(message)s"))
-    logging.basicConfig(level=logging.WARNING, handlers=[handler])
-    collector = Collector(config, on_status=None if quiet else _status)
+    web = http_options(http, http_public)
+    _log_to_stderr()
+    collector = Collector(config, on_status=None if quiet else _status, http=web)
     try:
-        stopped_by = asyncio.run(collector.run())
+        stopped_by = asyncio.run(_run(collector))
     except (ConfigError, OSError) as error:
         raise _UsageLine(escape_controls(str(error))) from None
     not_stored = collector.not_stored()
@@ -205,3 +278,44 @@ def collect(
         )
         raise SystemExit(1)
     raise SystemExit(130 if stopped_by is signal.SIGINT else 0)
+
+
+def _log_to_stderr() -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(_OneLineFormatter("qmpevents collect: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+
+
+def _archive(servers: list[str], config: CollectorConfig) -> int:
+    """Run the central archive until SIGTERM/SIGINT; its exit status."""
+    db = config.db if config.db is not None else default_db_path()
+    archive = Archive(servers, db, durable=config.durable, replicas=config.replicas)
+    stopped_by: list[signal.Signals] = []
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+
+        def stop(signum: signal.Signals) -> None:
+            stopped_by.append(signum)
+            archive.stop()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop, signum)
+        click.echo(
+            escape_controls(f"archiving {','.join(servers)} into {db} as {config.durable}"),
+            err=True,
+        )
+        await archive.run()
+
+    try:
+        asyncio.run(run())
+    except (ConfigError, OSError, sqlite3.Error) as error:
+        raise _UsageLine(escape_controls(f"{db}: {error}")) from None
+    click.echo(
+        f"qmpevents collect: {archive.stored} record(s) archived, {archive.duplicates}"
+        f" duplicate(s) skipped, {archive.rejected} rejected",
+        err=True,
+    )
+    if archive.rejected:
+        return 1
+    return 130 if stopped_by and stopped_by[0] is signal.SIGINT else 0

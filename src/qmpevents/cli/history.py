@@ -24,6 +24,7 @@ from qmpevents.collect.history import History
 from qmpevents.collect.names import escape_controls
 from qmpevents.collect.records import EventRecord, Record
 from qmpevents.collect.sqlite_schema import default_db_path
+from qmpevents.collect.web_page import standalone_data, standalone_page
 from qmpevents.errors import ConfigError
 
 __all__ = ["history", "parse_time", "stats"]
@@ -93,17 +94,18 @@ def _iso(when: float) -> str:
 
 def _record_json(record: Record) -> bytes:
     if isinstance(record, EventRecord):
-        return msgspec.json.encode(
-            {
-                "type": "event",
-                "vm": record.vm,
-                "event": record.name,
-                "timestamp": record.qemu_ts,
-                "received_at": record.received_at,
-                # raw is a JSON object as QEMU sent it: embed it, not a string of it
-                "message": msgspec.Raw(record.raw),
-            }
-        )
+        fields: dict[str, object] = {
+            "type": "event",
+            "vm": record.vm,
+            "event": record.name,
+            "timestamp": record.qemu_ts,
+            "received_at": record.received_at,
+            # raw is a JSON object as QEMU sent it: embed it, not a string of it
+            "message": msgspec.Raw(record.raw),
+        }
+        if record.host is not None:  # a central archive's record
+            fields["host"] = record.host
+        return msgspec.json.encode(fields)
     return msgspec.json.encode(record)
 
 
@@ -125,47 +127,86 @@ def _describe(record: Record) -> tuple[str, str, str, str]:
     return _iso(record.started), record.vm, "(gap)", f"{record.reason}; {span}"
 
 
+_host_option = click.option(
+    "--host", help="Only the records of this host (a central archive's; see collect nats://)."
+)
+
+
 @click.command()
 @_db_option
 @click.option("--vm", help="Only this VM.")
+@_host_option
 @click.option("--event", help="Only events of this name (gaps are left out).")
 @_since_option
 @_until_option
 @_json_option
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the records as the browser timeline: one self-contained HTML file.",
+)
 def history(
     db: Path | None,
     vm: str | None,
+    host: str | None,
     event: str | None,
     since: float | None,
     until: float | None,
     as_json: bool,
+    html_file: Path | None,
 ) -> None:
     """Recorded events and gaps (intervals without a connection), oldest first.
 
     An event's time is QEMU's timestamp; a gap's is the collector's clock. With
     --json each line is {"type": "event", "vm", "event", "timestamp",
     "received_at", "message": the event exactly as QEMU sent it} or
-    {"type": "gap", "vm", "started", "ended", "reason"}.
+    {"type": "gap", "vm", "started", "ended", "reason"}. A central archive's records
+    also have "host" (and the table a host column). With --html FILE the records
+    are written as the timeline page of `qmpevents ui`, data embedded: it opens
+    offline, in any browser.
     """
     with _open(db) as store:
-        records = store.query(vm=vm, event=event, since=since, until=until)
+        records = store.query(vm=vm, event=event, since=since, until=until, host=host)
+    if html_file is not None:
+        _write_html(html_file, records, vm)
+        return
     if as_json:
         for record in records:
             click.echo(_record_json(record))
         return
-    _print_rows(("time", "VM", "event", "details"), [_describe(r) for r in records])
+    if any(record.host is not None for record in records):
+        _print_rows(
+            ("time", "host", "VM", "event", "details"),
+            [(d[0], r.host or "", *d[1:]) for r in records for d in (_describe(r),)],
+        )
+    else:
+        _print_rows(("time", "VM", "event", "details"), [_describe(r) for r in records])
     click.echo(f"{len(records)} record(s)", err=True)
+
+
+def _write_html(path: Path, records: list[Record], vm: str | None) -> None:
+    title = f"qmpevents history: {len(records)} record(s)" + (f", VM {vm}" if vm else "")
+    page = standalone_page(standalone_data(records, title))
+    try:
+        path.write_text(page, encoding="utf-8")
+    except OSError as error:
+        raise click.UsageError(f"--html {path}: {error.strerror or error}") from None
+    click.echo(f"{len(records)} record(s) written to {path}", err=True)
 
 
 @click.command()
 @_db_option
+@_host_option
 @_since_option
 @_until_option
 @_json_option
-def stats(db: Path | None, since: float | None, until: float | None, as_json: bool) -> None:
+def stats(
+    db: Path | None, host: str | None, since: float | None, until: float | None, as_json: bool
+) -> None:
     """Event counts per VM and event name over a time range (QEMU timestamps)."""
     with _open(db) as store:
-        counts = store.stats(since=since, until=until)
+        counts = store.stats(since=since, until=until, host=host)
     if as_json:
         for count in counts:
             # "event", as in watch --json and history --json.

@@ -21,8 +21,9 @@ Stopping (:meth:`Collector.stop`, SIGTERM or SIGINT under :meth:`Collector.run`)
 connections are closed after recording what they received, the fan-out opens a gap
 ``"collector stopped"`` for each connected VM and SQLite commits all of it; then the
 NATS outbox stops (at once when NATS is away, else after at most a short drain: what
-it has not published stays in the journal for the next start), then the metrics
-endpoint closes.
+it has not published stays in the journal for the next start), then the HTTP server
+(``http``: the timeline page, its API and ``/metrics``, :mod:`.web_app`) and the
+metrics endpoint close.
 The signal handlers stay installed until then: a second SIGTERM or SIGINT (GNU
 ``timeout`` sends two; an impatient Ctrl-C) is logged and does not cut the flush
 short; only SIGKILL does. :meth:`Collector.not_stored` then says what each sink
@@ -32,6 +33,8 @@ waiting in the NATS outbox are not among them: they are in the journal.
 NATS (:mod:`.nats_outbox`): the fan-out gives records to SQLite only; SQLite is the
 journal, and the outbox publishes what it committed, in order, behind a cursor kept
 in the same database, so a NATS outage or a restart loses nothing that was committed.
+Each message carries the collector's ``host`` (:mod:`.fleet_publish`), to a stream
+of ``replicas`` copies; a central archive (:mod:`.archive`) reads them all.
 
 At start, a history that cannot be opened for writing is refused
 (:class:`~qmpevents.errors.ConfigError`) rather than retried for ever; once running,
@@ -52,6 +55,7 @@ from qmpevents.collect.config import CollectorConfig, VMSpec
 from qmpevents.collect.discovery import DirectoryWatcher
 from qmpevents.collect.endpoints import ConnectPolicy, Endpoint, StatusCallback
 from qmpevents.collect.fanout import Fanout
+from qmpevents.collect.fleet_publish import HostOutbox
 from qmpevents.collect.history import History
 from qmpevents.collect.metrics import CollectorMetrics, MetricsServer, start_metrics_server
 from qmpevents.collect.names import safe_name
@@ -59,6 +63,7 @@ from qmpevents.collect.nats_outbox import NatsOutbox
 from qmpevents.collect.records import GapRecord
 from qmpevents.collect.sink import Sink
 from qmpevents.collect.sqlite_store import BatchPolicy, SQLiteStore
+from qmpevents.collect.web_app import HttpOptions, WebServer, start_web_server
 from qmpevents.errors import ConfigError
 from qmpevents.sources import ListenSource, VMSource
 
@@ -81,8 +86,15 @@ class Collector:
     and :meth:`aclose` around your own waiting.
     """
 
-    def __init__(self, config: CollectorConfig, *, on_status: StatusCallback | None = None) -> None:
+    def __init__(
+        self,
+        config: CollectorConfig,
+        *,
+        on_status: StatusCallback | None = None,
+        http: HttpOptions | None = None,
+    ) -> None:
         self.config = config
+        self.http = http
         self.on_status = on_status
         self.metrics = CollectorMetrics()
         self.policy = ConnectPolicy(
@@ -94,9 +106,17 @@ class Collector:
             buffer_limit=config.db_buffer,
             refuse_unwritable=True,
         )
-        self.nats = NatsOutbox(config.nats.split(","), self.sqlite) if config.nats else None
+        self.nats: NatsOutbox | None = None
+        if config.nats:
+            self.nats = HostOutbox(
+                config.nats.split(","),
+                self.sqlite,
+                host=config.host_name,
+                replicas=config.replicas,
+            )
         self.fanout: Fanout | None = None
         self.metrics_server: MetricsServer | None = None
+        self.web_server: WebServer | None = None
         self._endpoints: dict[str, Endpoint] = {}
         self._watcher: asyncio.Task[None] | None = None
         self._listeners: list[ListenSource] = []
@@ -125,6 +145,18 @@ class Collector:
                 self.metrics, *address, public=self.config.metrics_public
             )
         try:
+            if self.http is not None:  # the page, its API and /metrics (see .web_app)
+                self.web_server = await start_web_server(
+                    self.sqlite.path,
+                    self.http.host,
+                    self.http.port,
+                    public=self.http.public,
+                    registry=self.metrics.registry,
+                )
+        except BaseException:
+            self._close_metrics()
+            raise
+        try:
             await self.sqlite.start()
             if self.nats is not None:  # its cursor exists before this run commits anything
                 await self.nats.start()
@@ -132,6 +164,7 @@ class Collector:
                 self.metrics.watch_outbox(self.nats)
         except BaseException:
             self.sqlite.close()
+            await self._close_web()
             self._close_metrics()
             raise
         open_gaps, left_connected = await asyncio.to_thread(self._previous_run)
@@ -308,7 +341,13 @@ class Collector:
             self.fanout = None
         if self.nats is not None:
             await self.nats.aclose()
+        await self._close_web()
         self._close_metrics()
+
+    async def _close_web(self) -> None:
+        if self.web_server is not None:
+            await self.web_server.aclose()
+            self.web_server = None
 
     def _close_metrics(self) -> None:
         if self.metrics_server is not None:
