@@ -87,3 +87,12 @@ def test_exec_usage_errors_and_unreachable_targets_exit_2(tmp_path: Path) -> Non
     assert runner.invoke(main, ["exec", str(tmp_path / "none.sock"), "stop"]).exit_code == 2
     assert runner.invoke(main, ["exec", "host:0", "stop"]).exit_code == 2
     assert runner.invoke(main, ["exec", str(tmp_path / "x.sock")]).exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "command", [["exec", "nats://127.0.0.1:4222", "stop"], ["shell", "nats://127.0.0.1:4222"]]
+)
+def test_a_fleet_target_is_not_a_monitor(command: list[str]) -> None:
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 2
+    assert "not a QMP monitor" in result.output

@@ -139,6 +139,7 @@ def test_cli_unreachable_upstream_is_a_usage_error(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert not (tmp_path / "p.sock").exists()
+    assert f"upstream {tmp_path / 'none.sock'}: cannot connect:".encode() in done.stderr
 
 
 def test_id_map_forgets_a_client() -> None:

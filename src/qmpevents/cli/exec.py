@@ -187,9 +187,15 @@ def exec_(target: str, words: tuple[str, ...], pretty: bool, timeout: float | No
     0 all returned, 1 an error reply (on stderr), 2 usage error or unreachable.
     """
     try:
-        parse_target(target)
+        spec = parse_target(target)
     except ConfigError as error:
         raise click.BadParameter(str(error), param_hint="TARGET") from None
+    if spec.fleet:
+        raise click.BadParameter(
+            f"{target}: a nats:// target is a fleet's event stream, not a QMP monitor "
+            "(give a socket path or HOST:PORT)",
+            param_hint="TARGET",
+        )
     commands = split_commands(words)
     try:
         status = asyncio.run(exec_command(target, commands, pretty=pretty, timeout=timeout))

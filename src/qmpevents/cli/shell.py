@@ -157,9 +157,15 @@ async def _run_line(qmp: QMPClient, line: str, types: CommandTypes, timeout: flo
 def shell(target: str, timeout: float | None) -> None:
     """An interactive QMP shell on TARGET: completion, history, events as they come."""
     try:
-        parse_target(target)
+        spec = parse_target(target)
     except ConfigError as error:
         raise click.BadParameter(str(error), param_hint="TARGET") from None
+    if spec.fleet:
+        raise click.BadParameter(
+            f"{target}: a nats:// target is a fleet's event stream, not a QMP monitor "
+            "(give a socket path or HOST:PORT)",
+            param_hint="TARGET",
+        )
     try:
         status = asyncio.run(run_shell(target, timeout))
     except ConnectionLost as error:

@@ -128,7 +128,16 @@ class Proxy:
             self.recorder = Recorder(self.config.record)
         try:
             if not self.config.reconnect:
-                self._use(await open_upstream(self.config.upstream, self._ids.new_id()))
+                try:
+                    upstream = await open_upstream(self.config.upstream, self._ids.new_id())
+                except OSError as error:
+                    # Name the upstream: a bare "[Errno 2] No such file or directory"
+                    # does not say which path was missing.
+                    reason = error.strerror or type(error).__name__
+                    raise QMPConnectionError(
+                        f"upstream {self.config.upstream}: cannot connect: {reason}"
+                    ) from error
+                self._use(upstream)
             await self._listen()
         except BaseException:
             await self.close()
