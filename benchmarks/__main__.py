@@ -1,7 +1,8 @@
 """Run every benchmark, each next to its anchors in the same run: ``python -m benchmarks``.
 
 ``python -m benchmarks NAME...`` runs only the named ones (decode, throttle, server,
-client, collect, proxy, web, archive). Each prints its own table with ratios; nothing here asserts a time.
+client, collect, proxy, web, archive). Each prints its own table with ratios; nothing
+here asserts a time.
 """
 
 from __future__ import annotations
