@@ -7,6 +7,11 @@ event as ``qmpevents watch`` does (the same pure formatter), between the
 scenario's narration lines. Exit statuses: 0 when all seven seed events were
 received, 1 when one is missing or a step failed, 2 when the simulator cannot
 start, 130 interrupted.
+
+With ``--http HOST:PORT`` a collector attaches to the same machine through a second
+monitor (as QEMU allows several ``-mon``), stores the events in a temporary
+database and serves the timeline (:mod:`qmpevents.collect.web_app`); after the
+summary the demo prints its URL and keeps serving until SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
@@ -14,19 +19,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Final
 
 import click
 from rich.console import Console
 from rich.text import Text
 
+from qmpevents.cli.collect import http_options
 from qmpevents.cli.watch import format_item
 from qmpevents.client.connection import EventListener, ListenerItem, QMPClient, connect
+from qmpevents.collect.collector import Collector
+from qmpevents.collect.config import CollectorConfig, VMSpec
+from qmpevents.collect.web_app import HttpOptions
 from qmpevents.errors import ConfigError, QMPEventsError
 from qmpevents.schema.events import Event
 from qmpevents.sim.config import MonitorEndpoint
@@ -118,10 +129,11 @@ class _View:
             self.echo(Text(f"» {text}", "bold cyan"))
 
 
-async def run_demo(*, interval: float | None = None) -> int:
+async def run_demo(*, interval: float | None = None, http: HttpOptions | None = None) -> int:
     """Run the demo and print it to stdout; returns the exit status (see the module).
 
-    ``interval`` replaces the rate limiter's 1 s (tests shorten it).
+    ``interval`` replaces the rate limiter's 1 s (tests shorten it). With ``http``
+    the timeline of the demo's events is served there until SIGINT or SIGTERM.
     """
     scenario = bundled_scenario("demo")
     limiter = CountingRateLimiter(interval=interval)
@@ -132,12 +144,23 @@ async def run_demo(*, interval: float | None = None) -> int:
         config = scenario.machine_config()
         path = os.path.join(workdir, "qmp.sock")
         config.monitors.append(MonitorEndpoint("unix", path=path))
+        timeline_path = os.path.join(workdir, "timeline.sock")
+        if http is not None:
+            config.monitors.append(MonitorEndpoint("unix", path=timeline_path))
         machine = Machine(config, rate_limiter=limiter, stdout=devnull, stderr=devnull)
         try:
             await machine.start()
         except (ConfigError, OSError) as error:
             click.echo(f"qmpevents demo: cannot start the simulator: {error}", err=True)
             return 2
+        collector: Collector | None = None
+        if http is not None:
+            try:
+                collector = await _start_collector(http, timeline_path, Path(workdir))
+            except (ConfigError, OSError, TimeoutError) as error:
+                await machine.server.close()
+                click.echo(f"qmpevents demo: cannot serve the timeline: {error}", err=True)
+                return 2
         started = time.monotonic()
         try:
             async with connect(path) as qmp:
@@ -151,12 +174,51 @@ async def run_demo(*, interval: float | None = None) -> int:
                     await view.catch_up()
                 finally:
                     pump.cancel()
+            status = _summary(view.counts, limiter, time.monotonic() - started)
+            if collector is not None and collector.web_server is not None:
+                click.echo(
+                    f"\nThe timeline of the demo's events: {collector.web_server.url}"
+                    "  (Ctrl-C to stop)"
+                )
+                await _until_signalled()
         except QMPEventsError as error:  # a failed step (ScenarioError) or a lost connection
             click.echo(f"qmpevents demo: {error}", err=True)
             return 1
         finally:
+            if collector is not None:
+                await collector.aclose()
             await machine.server.close()
-    return _summary(view.counts, limiter, time.monotonic() - started)
+    return status
+
+
+async def _start_collector(http: HttpOptions, target: str, workdir: Path) -> Collector:
+    """A collector on the demo machine's second monitor, connected, serving ``http``."""
+    config = CollectorConfig(vms=(VMSpec(_VM, target),), db=workdir / "demo.db", batch_interval=0.1)
+    collector = Collector(config, http=http)
+    try:
+        await collector.start()
+        # Bounded: the machine is in this process and listening already.
+        async with asyncio.timeout(10):
+            while not collector.endpoints[_VM].connected:
+                await asyncio.sleep(0.01)
+    except BaseException:
+        await collector.aclose()
+        raise
+    return collector
+
+
+async def _until_signalled() -> None:
+    """Wait for SIGINT or SIGTERM (the page is served meanwhile)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
 
 
 async def _drain(limiter: RateLimiter[bytes], interval: float | None) -> None:
@@ -192,7 +254,13 @@ def _summary(counts: Counter[str], limiter: CountingRateLimiter, seconds: float)
     type=click.FloatRange(min=0, min_open=True),
     help="The rate limiter's interval in seconds (QEMU's is 1).",
 )
-def demo(interval: float | None) -> None:
+@click.option(
+    "--http",
+    metavar="HOST:PORT",
+    help="Also serve the timeline of the demo's events here (PORT: on 127.0.0.1), until Ctrl-C.",
+)
+@click.option("--http-public", is_flag=True, help="Allow a non-loopback --http.")
+def demo(interval: float | None, http: str | None, http_public: bool) -> None:
     """Run a simulated QEMU that raises all seven seed events, and watch them live.
 
     The bundled demo scenario dumps guest memory, bursts a virtio-serial port
@@ -200,8 +268,9 @@ def demo(interval: float | None) -> None:
     refuse a DIMM unplug, migrates and panics. Exit status 0 when every seed
     event was received, 1 otherwise.
     """
+    options = http_options(http, http_public)
     try:
-        status = asyncio.run(run_demo(interval=interval))
+        status = asyncio.run(run_demo(interval=interval, http=options))
     except KeyboardInterrupt:
         status = 130
     sys.exit(status)
