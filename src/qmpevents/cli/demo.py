@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.text import Text
 
 from qmpevents.cli.collect import http_options
-from qmpevents.cli.watch import format_item
+from qmpevents.cli.event_lines import format_item
 from qmpevents.client.connection import EventListener, ListenerItem, QMPClient, connect
 from qmpevents.collect.collector import Collector
 from qmpevents.collect.config import CollectorConfig, VMSpec

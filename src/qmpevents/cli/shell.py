@@ -34,8 +34,8 @@ from prompt_toolkit.document import Document
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.patch_stdout import patch_stdout
 
+from qmpevents.cli.event_lines import format_item
 from qmpevents.cli.exec import CommandTypes, parse_arguments
-from qmpevents.cli.watch import format_item
 from qmpevents.client import QMPClient
 from qmpevents.errors import (
     CommandError,
