@@ -256,3 +256,22 @@ def test_tcp_port_out_of_range_is_a_usage_error() -> None:
     assert result.exit_code == 2 and "TCP port must be 1-65535" in result.output
     result = CliRunner().invoke(main, ["watch", "127.0.0.1:65537"])
     assert result.exit_code == 2 and "TCP port must be 1-65535" in result.output
+
+
+async def test_collect_says_where_it_stores_and_serves(tmp_path: Path) -> None:
+    vm = await Source("vm0", tmp_path / "vm0.qmp").start()
+    db = tmp_path / "events.db"
+    collector = CollectorProcess(
+        "--db", str(db), "--metrics", "127.0.0.1:0", "--http", "127.0.0.1:0", str(vm.path)
+    )
+    await collector.start()
+    await wait_for(lambda: any("timeline on" in line for line in collector.lines))
+    lines = list(collector.lines)
+    assert f"qmpevents collect: storing into {db}\n" in lines
+    metrics = next(line for line in lines if "metrics on" in line)
+    timeline = next(line for line in lines if "timeline on" in line)
+    # The bound ports, not the 0 that was asked for.
+    assert metrics.startswith("qmpevents collect: metrics on http://127.0.0.1:")
+    assert not metrics.rstrip().endswith(":0/metrics")
+    assert not timeline.rstrip().endswith(":0/")
+    assert await collector.stop(signal.SIGTERM) == 0

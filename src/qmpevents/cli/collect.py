@@ -94,14 +94,30 @@ def http_options(value: str | None, public: bool) -> HttpOptions | None:
 
 
 async def _run(collector: Collector) -> signal.Signals | None:
-    """:meth:`Collector.run`, saying where the timeline is once it is served."""
+    """:meth:`Collector.run`, saying where it stores and serves once it has started."""
     running = asyncio.create_task(collector.run())
-    while collector.http is not None and not running.done():
-        if collector.web_server is not None:
-            click.echo(f"qmpevents collect: timeline on {collector.web_server.url}", err=True)
-            break
+    # The fan-out exists once the sinks and servers are up (or run() has failed).
+    while collector.fanout is None and not running.done():
         await asyncio.sleep(0.02)
+    if not running.done():
+        for line in startup_lines(collector):
+            click.echo(f"qmpevents collect: {escape_controls(line)}", err=True)
     return await running
+
+
+def startup_lines(collector: Collector) -> list[str]:
+    """Where a started collector stores, publishes and serves: one line each."""
+    config = collector.config
+    lines = [f"storing into {collector.sqlite.path}"]
+    if config.nats:
+        lines.append(f"publishing to NATS {config.nats} as host {config.host_name}")
+    if collector.metrics_server is not None:
+        server = collector.metrics_server
+        host = f"[{server.host}]" if ":" in server.host else server.host
+        lines.append(f"metrics on http://{host}:{server.port}/metrics")
+    if collector.web_server is not None:
+        lines.append(f"timeline on {collector.web_server.url}")
+    return lines
 
 
 def _db_path(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
