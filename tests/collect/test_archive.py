@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from nats.aio.msg import Msg
 
 from qmpevents.collect.archive import Archive
@@ -14,6 +15,7 @@ from qmpevents.collect.history import History
 from qmpevents.collect.records import EventRecord, GapRecord, Record
 from qmpevents.collect.sqlite_store import BatchPolicy, SQLiteStore
 from tests.collect.conftest import NatsServer, event_record
+from tests.collect.test_cli_collect_stop import free_port
 from tests.collect.test_nats_sink import wait_for
 
 
@@ -77,3 +79,19 @@ async def test_redelivered_messages_are_archived_once_with_host_and_closed_gaps(
     assert [r for r in got if isinstance(r, GapRecord)] == [
         GapRecord("vm.a", 5.0, 9.0, "lost", host="hv 7")
     ]
+
+
+async def test_an_unreachable_nats_is_logged_and_retried(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The archive never waits silently: each failed attempt is a log line and a failure."""
+    port = free_port()  # nothing listens there
+    archive = Archive(
+        [f"nats://127.0.0.1:{port}"], tmp_path / "central.db", connect_timeout=0.3, retry_max=0.2
+    )
+    task = asyncio.create_task(archive.run())
+    await wait_for(lambda: archive.failures >= 2)
+    archive.stop()
+    await asyncio.wait_for(task, 10)
+    assert f"NATS nats://127.0.0.1:{port}: no answer within 0.3 s" in caplog.text
+    assert archive.stored == 0

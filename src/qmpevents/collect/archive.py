@@ -171,33 +171,45 @@ class Archive:
 
     async def _fetch(self) -> list[Msg]:
         if self._sub is None:
-            if self._nc is None:
-                self._nc = await asyncio.wait_for(
-                    nats.connect(
-                        self.servers,
-                        allow_reconnect=True,
-                        max_reconnect_attempts=-1,
-                        reconnect_time_wait=0.5,
-                        connect_timeout=max(1, round(self.connect_timeout)),
-                        error_cb=self._quiet,
-                    ),
-                    self.connect_timeout,
-                )
-            js = self._nc.jetstream()
-            await ensure_stream(js, self.stream, self.replicas)
-            self._sub = await js.pull_subscribe(
-                "qmp.>",
-                durable=self.durable,
-                stream=self.stream,
-                config=ConsumerConfig(
-                    ack_policy=AckPolicy.EXPLICIT,
-                    deliver_policy=DeliverPolicy.ALL,
-                    ack_wait=self.ack_wait,
-                    max_ack_pending=max(1000, 4 * self.batch),
-                ),
-            )
-            log.warning("archiving stream %s as consumer %s", self.stream, self.durable)
+            try:
+                await self._subscribe()
+            except (TimeoutError, nats.errors.TimeoutError) as error:
+                # Not "nothing new": run() retries these silently, and an unreachable
+                # NATS must be logged.
+                raise ConnectionError(
+                    f"NATS {','.join(self.servers)}: no answer within {self.connect_timeout:g} s"
+                ) from error
+        assert self._sub is not None
         return await self._sub.fetch(self.batch, timeout=self.fetch_timeout)
+
+    async def _subscribe(self) -> None:
+        """Connect (once), make sure the stream exists, bind the durable consumer."""
+        if self._nc is None:
+            self._nc = await asyncio.wait_for(
+                nats.connect(
+                    self.servers,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    connect_timeout=max(1, round(self.connect_timeout)),
+                    error_cb=self._quiet,
+                ),
+                self.connect_timeout,
+            )
+        js = self._nc.jetstream()
+        await ensure_stream(js, self.stream, self.replicas)
+        self._sub = await js.pull_subscribe(
+            "qmp.>",
+            durable=self.durable,
+            stream=self.stream,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=self.ack_wait,
+                max_ack_pending=max(1000, 4 * self.batch),
+            ),
+        )
+        log.warning("archiving stream %s as consumer %s", self.stream, self.durable)
 
     async def _archive(self, messages: list[Msg]) -> None:
         """Commit ``messages`` (retrying storage failures), then acknowledge them."""

@@ -140,7 +140,12 @@ class NatsSource:
                 self.connect_timeout,
             )
         except (TimeoutError, OSError, nats.errors.Error) as error:
-            raise QMPConnectionError(f"NATS {self.name}: not reachable: {error}") from None
+            reason = str(error) or (
+                f"no answer within {self.connect_timeout:g} s"
+                if isinstance(error, TimeoutError)
+                else type(error).__name__
+            )
+            raise QMPConnectionError(f"NATS {self.name}: not reachable: {reason}") from None
         js = self._nc.jetstream()
         try:
             for subject in self.subjects:
