@@ -146,6 +146,7 @@ _host_option = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the records as the browser timeline: one self-contained HTML file.",
 )
+@click.option("--actions", is_flag=True, help="The runs of [[action]] rules instead.")
 def history(
     db: Path | None,
     vm: str | None,
@@ -155,6 +156,7 @@ def history(
     until: float | None,
     as_json: bool,
     html_file: Path | None,
+    actions: bool,
 ) -> None:
     """Recorded events and gaps (intervals without a connection), oldest first.
 
@@ -164,8 +166,12 @@ def history(
     {"type": "gap", "vm", "started", "ended", "reason"}. A central archive's records
     also have "host" (and the table a host column). With --html FILE the records
     are written as the timeline page of `qmpevents ui`, data embedded: it opens
-    offline, in any browser.
+    offline, in any browser. With --actions: the runs of action rules (--vm,
+    --event: the trigger, --since, --until: the start), each with its steps.
     """
+    if actions:
+        _print_actions(db, vm, event, since, until, as_json)
+        return
     with _open(db) as store:
         records = store.query(vm=vm, event=event, since=since, until=until, host=host)
     if html_file is not None:
@@ -183,6 +189,46 @@ def history(
     else:
         _print_rows(("time", "VM", "event", "details"), [_describe(r) for r in records])
     click.echo(f"{len(records)} record(s)", err=True)
+
+
+def _print_actions(
+    db: Path | None,
+    vm: str | None,
+    event: str | None,
+    since: float | None,
+    until: float | None,
+    as_json: bool,
+) -> None:
+    with _open(db) as store:
+        runs = [
+            run
+            for run in store.actions()
+            if (vm is None or run["vm"] == vm)
+            and (event is None or run["event"] == event)
+            and (since is None or run["started"] >= since)
+            and (until is None or run["started"] <= until)
+        ]
+    if as_json:
+        for run in runs:
+            click.echo(msgspec.json.encode(run))
+        return
+    rows: list[tuple[str, ...]] = [
+        (
+            _iso(run["started"]),
+            str(run["vm"]),
+            str(run["rule"]),
+            str(run["event"]),
+            str(run["outcome"]),
+            f"{run['duration']:.3f} s",
+            "; ".join(
+                f"{s['kind']} {s['target']}: " + ("ok" if s["ok"] else str(s["error"]))
+                for s in run["steps"]
+            ),
+        )
+        for run in runs
+    ]
+    _print_rows(("started", "VM", "rule", "trigger", "outcome", "duration", "steps"), rows)
+    click.echo(f"{len(runs)} action run(s)", err=True)
 
 
 def _write_html(path: Path, records: list[Record], vm: str | None) -> None:

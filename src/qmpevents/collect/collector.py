@@ -50,7 +50,10 @@ import signal
 import sqlite3
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
+from qmpevents.collect.actions.runner import ActionRunner
+from qmpevents.collect.actions.store import ActionStore
 from qmpevents.collect.config import CollectorConfig, VMSpec
 from qmpevents.collect.discovery import DirectoryWatcher
 from qmpevents.collect.endpoints import ConnectPolicy, Endpoint, StatusCallback
@@ -115,6 +118,7 @@ class Collector:
                 replicas=config.replicas,
             )
         self.fanout: Fanout | None = None
+        self.actions: ActionRunner | None = None
         self.metrics_server: MetricsServer | None = None
         self.web_server: WebServer | None = None
         self._endpoints: dict[str, Endpoint] = {}
@@ -170,6 +174,15 @@ class Collector:
         open_gaps, left_connected = await asyncio.to_thread(self._previous_run)
         self.fanout = Fanout([self.sqlite], self.metrics, open_gaps=open_gaps)
         await self.fanout.start()
+        if self.config.actions:  # [[action]] rules: see .actions.runner
+            self.actions = ActionRunner(
+                self.config.actions,
+                self._execute,
+                metrics=self.metrics,
+                store=ActionStore(self.sqlite.path),
+            )
+            self.actions.start()
+            self.fanout.observers.append(self.actions.on_event)
         for vm, since in left_connected:
             self.fanout.record_gap(vm, since, None, NOT_RUNNING)
         for spec in self.config.vms:
@@ -236,6 +249,14 @@ class Collector:
                 error,
             )
             return [], []
+
+    async def _execute(
+        self, vm: str, command: str, arguments: Mapping[str, Any], timeout: float
+    ) -> Any:
+        endpoint = self._endpoints.get(vm)
+        if endpoint is None:
+            raise ConfigError(f"VM {vm!r} is not attached")
+        return await endpoint.execute(command, arguments, timeout=timeout)
 
     def attach(self, spec: VMSpec) -> Endpoint:
         """Start collecting from ``spec`` (``ConfigError`` if its name is attached already)."""
@@ -331,6 +352,9 @@ class Collector:
         await asyncio.gather(*self._listening, return_exceptions=True)
         self._listening = []
         listeners, self._listeners = self._listeners, []
+        if self.actions is not None:  # before the connections its steps use go
+            await self.actions.aclose()
+            self.actions = None
         # Closing a listener closes its VMs' connections; their endpoints record what
         # they hold (below), and the socket files go.
         await asyncio.gather(*(listener.aclose() for listener in listeners))

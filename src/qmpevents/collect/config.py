@@ -25,6 +25,11 @@ A configuration file looks like this (every key optional)::
     name = "web1"
     target = "/run/qemu/web1.qmp"         # a unix socket path, or HOST:PORT
 
+    [[action]]                            # see qmpevents.collect.actions.rules
+    name = "coredump"
+    event = "GUEST_PANICKED"
+    steps = [{execute = "system_reset"}]
+
 Relative paths are relative to the file. Every error names the file and the key.
 """
 
@@ -39,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from qmpevents.addresses import parse_address
+from qmpevents.collect.actions.rules import Rule, parse_rules
 from qmpevents.collect.names import safe_name
 from qmpevents.errors import ConfigError
 
@@ -89,6 +95,7 @@ class CollectorConfig:
     host: str | None = None
     replicas: int = 1
     durable: str = "qmpevents-archive"
+    actions: tuple[Rule, ...] = ()
 
     @property
     def host_name(self) -> str:
@@ -172,19 +179,22 @@ def parse_host_port(text: str, default_host: str = "127.0.0.1") -> tuple[str, in
 def load_config(path: Path) -> CollectorConfig:
     """The settings in the TOML file at ``path``; ``ConfigError`` naming file and key."""
     try:
-        with path.open("rb") as f:
-            document = tomllib.load(f)
+        text = path.read_bytes().decode()
+        document = tomllib.loads(text)
     except OSError as error:
         raise ConfigError(f"{path}: cannot read: {error.strerror or error}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
-    unknown = sorted(set(document) - {"collector", "vm"})
+    unknown = sorted(set(document) - {"collector", "vm", "action"})
     if unknown:
         raise ConfigError(
-            f"{path}: unknown table or key {unknown[0]!r} (expected [collector], [[vm]])"
+            f"{path}: unknown table or key {unknown[0]!r} (expected [collector], [[vm]],"
+            " [[action]])"
         )
     values = _collector_values(path, document.get("collector", {}))
     values["vms"] = _vm_specs(path, document.get("vm", []))
+    if "action" in document:
+        values["actions"] = parse_rules(path, document["action"], text)
     try:
         return CollectorConfig(**values)
     except ConfigError as error:

@@ -37,12 +37,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from qmpevents.client import Dropped, Gap, RunState
 from qmpevents.client.backoff import Backoff
 from qmpevents.collect.fanout import Fanout
+from qmpevents.errors import ConnectionLost
 from qmpevents.sources import (
     Connected,
     Disconnected,
@@ -114,6 +116,19 @@ class Endpoint:
     def connected(self) -> bool:
         """Whether the monitor is connected and negotiated now."""
         return self._source is not None and self._source.connected
+
+    async def execute(
+        self, command: str, arguments: Mapping[str, Any] | None = None, *, timeout: float
+    ) -> Any:
+        """Run a QMP ``command`` on this VM's own connection (QEMU's monitor takes one client).
+
+        Raises :class:`~qmpevents.errors.ConnectionLost` when not connected, else as
+        :meth:`QMPClient.execute <qmpevents.client.QMPClient.execute>`.
+        """
+        source = self._source
+        if isinstance(source, QMPSource) and source.client is not None and source.connected:
+            return await source.client.execute(command, arguments, timeout=timeout)
+        raise ConnectionLost(f"{self.vm}: not connected (or attached by --listen): {command}")
 
     def start(self) -> None:
         """Open the VM's gap until its first connection and start connecting."""

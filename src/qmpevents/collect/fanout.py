@@ -11,6 +11,7 @@ never stalls the connections.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 
@@ -21,6 +22,8 @@ from qmpevents.collect.sink import Sink
 from qmpevents.schema.events import Event
 
 __all__ = ["COLLECTOR_STOPPED", "Fanout"]
+
+log = logging.getLogger(__name__)
 
 COLLECTOR_STOPPED = "collector stopped"
 """The reason of the gap opened for each connected VM when the collector closes."""
@@ -48,6 +51,8 @@ class Fanout:
         self._open_gaps: dict[str, GapRecord] = {gap.vm: gap for gap in open_gaps}
         self._connected: set[str] = set()
         self._ever_connected: set[str] = set()
+        self.observers: list[Callable[[str, EventRecord], None]] = []
+        """Called with each event's record after the sinks have it (say, action rules)."""
         for sink in self.sinks:
             self.metrics.watch_sink(sink)
 
@@ -72,6 +77,11 @@ class Fanout:
         record = EventRecord.from_event(vm, event, self._clock())
         self._submit(record)
         self.metrics.count_event(vm, record.name, record.received_at)
+        for observer in self.observers:
+            try:
+                observer(vm, record)
+            except Exception:  # an observer's bug never stops intake
+                log.exception("%s: an event observer failed on %s", vm, record.name)
         return record
 
     def record_connected(self, vm: str) -> GapRecord | None:

@@ -14,9 +14,11 @@ from __future__ import annotations
 import heapq
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
+from qmpevents.collect.actions.store import read_actions
 from qmpevents.collect.records import EventRecord, GapRecord, Record
 from qmpevents.collect.sqlite_schema import connect, has_archive
 
@@ -79,6 +81,10 @@ class History:
     def left_connected(self) -> list[tuple[str, float]]:
         """See :func:`left_connected`."""
         return left_connected(self._conn)
+
+    def actions(self) -> list[dict[str, Any]]:
+        """The action runs recorded (see :func:`~.actions.store.read_actions`), oldest first."""
+        return read_actions(self._conn)
 
 
 def _where(conditions: list[tuple[str, object]]) -> tuple[str, list[object]]:

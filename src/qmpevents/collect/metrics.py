@@ -146,6 +146,19 @@ class CollectorMetrics:
             ["vm"],
             registry=self.registry,
         )
+        self.actions = Counter(
+            "qmpevents_actions",
+            "Matches of action rules, by outcome (ok, error, cancelled, debounced,"
+            " rate-limited, suspended, dropped)",
+            ["rule", "outcome"],
+            registry=self.registry,
+        )
+        self.actions_suspended = Counter(
+            "qmpevents_actions_suspended",
+            "Times an action rule was suspended for a VM by its crash-loop guard",
+            ["rule"],
+            registry=self.registry,
+        )
         self._sinks = _SinkGauges()
         self.registry.register(self._sinks)
         self._per_vm = (

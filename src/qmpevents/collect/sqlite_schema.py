@@ -15,6 +15,8 @@ from pathlib import Path
 from qmpevents.errors import ConfigError
 
 __all__ = [
+    "ACTION_MIGRATIONS",
+    "ACTION_VERSION",
     "ARCHIVE_MIGRATIONS",
     "ARCHIVE_VERSION",
     "MIGRATIONS",
@@ -23,6 +25,7 @@ __all__ = [
     "default_db_path",
     "has_archive",
     "migrate",
+    "migrate_actions",
     "migrate_archive",
     "unwritable_reason",
     "version_of",
@@ -111,6 +114,54 @@ ARCHIVE_MIGRATIONS: tuple[tuple[str, ...], ...] = (
 a host's history never has these tables; a central archive's has both."""
 
 ARCHIVE_VERSION = len(ARCHIVE_MIGRATIONS)
+
+
+ACTION_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: one row per action run (collect/actions), its steps as a JSON array of
+    # {"kind", "target", "duration", "ok", "error"}.
+    (
+        """CREATE TABLE action_runs (
+            id INTEGER PRIMARY KEY,
+            rule TEXT NOT NULL,
+            vm TEXT NOT NULL,
+            event TEXT NOT NULL,
+            event_ts REAL NOT NULL,
+            started REAL NOT NULL,
+            duration REAL NOT NULL,
+            outcome TEXT NOT NULL,
+            steps TEXT NOT NULL
+        )""",
+        "CREATE INDEX action_runs_by_vm ON action_runs (vm, started)",
+    ),
+)
+"""The action records' layout, versioned apart (``action_version``) like the archive's."""
+
+ACTION_VERSION = len(ACTION_MIGRATIONS)
+
+
+def migrate_actions(conn: sqlite3.Connection) -> int:
+    """Create or update the action tables of a writable connection; return the old version."""
+    path = Path(conn.execute("PRAGMA database_list").fetchone()[2])
+    conn.execute("CREATE TABLE IF NOT EXISTS action_version (version INTEGER NOT NULL)")
+    row = conn.execute("SELECT version FROM action_version").fetchone()
+    current = int(row[0]) if row else 0
+    if current > ACTION_VERSION:
+        raise ConfigError(
+            f"{path}: action tables are at version {current}, this qmpevents knows up to "
+            f"{ACTION_VERSION}; upgrade qmpevents to write it"
+        )
+    for version in range(current, ACTION_VERSION):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in ACTION_MIGRATIONS[version]:
+                conn.execute(statement)
+            conn.execute("DELETE FROM action_version")
+            conn.execute("INSERT INTO action_version (version) VALUES (?)", (version + 1,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return current
 
 
 def has_archive(conn: sqlite3.Connection) -> bool:
