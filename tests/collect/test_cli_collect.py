@@ -59,10 +59,16 @@ def test_a_metrics_address_on_the_network_needs_an_opt_in(tmp_path: Path) -> Non
     ("text", "expected"),
     [
         ("[collector]\nbatch_size = 'x'\n", "[collector] batch_size: expected int, got str 'x'"),
-        ("[collector]\nbatch_size = 0\n", "[collector] batch_size: must be at least 1, got 0"),
+        ("[collector]\nbatch_size = 0\n", "[collector] batch-size: must be at least 1, got 0"),
+        ("[collector]\nbatch-size = 0\n", "[collector] batch-size: must be at least 1, got 0"),
+        ("[collector]\nbatch-size = 'x'\n", "[collector] batch-size: expected int, got str 'x'"),
+        (
+            "[collector]\nbatch-size = 5\nbatch_size = 5\n",
+            "[collector] batch_size: given twice (also as batch-size)",
+        ),
         ("[collector]\nmetrics_public = 1\n", "[collector] metrics_public: expected bool"),
         ("[collector]\nqueue_size = true\n", "[collector] queue_size: expected int, got bool"),
-        ("[collector]\nbogus = 1\n", "[collector] bogus: unknown key"),
+        ("[collector]\nbogus = 1\n", "[collector] bogus: unknown key (known: backoff, batch-"),
         ("[collectr]\n", "unknown table or key 'collectr'"),
         ("[[vm]]\nname = 'a'\n", "vm[0].target: expected a non-empty string"),
         ("[[vm]]\nname = 'a'\ntarget = 'b'\nport = 1\n", "vm[0].port: unknown key"),

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from qmpevents.collect.config import (
+    _KEYS,
     CollectorConfig,
     VMSpec,
     load_config,
@@ -17,6 +18,7 @@ from qmpevents.collect.config import (
 )
 from qmpevents.collect.discovery import DirectoryWatcher, vm_from_argument
 from qmpevents.errors import ConfigError
+from tests.helpers import REPO
 
 
 def test_command_line_targets() -> None:
@@ -76,6 +78,19 @@ target = "10.0.0.2:4444"
     assert (overridden.batch_size, overridden.db) == (50, config.db)
 
 
+def test_config_keys_are_kebab_case_like_the_command_line(tmp_path: Path) -> None:
+    path = tmp_path / "collect.toml"
+    path.write_text(
+        '[collector]\nwatch-dir = "/run/qemu"\nbatch-size = 10\nbatch-interval = 0.2\n'
+        "metrics-public = true\nmax-backoff = 9\nqueue_size = 77\n"
+    )
+    config = load_config(path)
+    assert config.watch_dir == Path("/run/qemu")
+    assert (config.batch_size, config.batch_interval, config.max_backoff) == (10, 0.2, 9)
+    assert config.metrics_public is True
+    assert config.queue_size == 77  # snake_case stays accepted
+
+
 def test_settings_are_checked() -> None:
     with pytest.raises(ConfigError, match="db_buffer: must hold one batch"):
         CollectorConfig(batch_size=10, db_buffer=5)
@@ -131,3 +146,9 @@ def test_an_unreadable_directory_counts_as_empty(
     assert [vm.name for vm in watcher.scan().vanished] == ["a"]
     watcher.scan()
     assert caplog.text.count("cannot list") == 1  # said once, not at every look
+
+
+def test_every_config_key_is_documented_in_the_readme() -> None:
+    readme = (REPO / "README.md").read_text()
+    missing = [key for key in _KEYS if f"| `{key.replace('_', '-')}` |" not in readme]
+    assert not missing, missing

@@ -198,7 +198,11 @@ def load_config(path: Path) -> CollectorConfig:
     try:
         return CollectorConfig(**values)
     except ConfigError as error:
-        raise ConfigError(f"{path}: {_table_of(str(error))}{error}") from None
+        message = str(error)
+        key, sep, rest = message.partition(":")
+        if sep and key in _KEYS:  # name the key as the file spells it: kebab-case
+            message = key.replace("_", "-") + sep + rest
+        raise ConfigError(f"{path}: {_table_of(message)}{message}") from None
 
 
 def _table_of(message: str) -> str:
@@ -209,17 +213,24 @@ def _collector_values(path: Path, table: Any) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: collector: expected a table [collector]")
     values: dict[str, Any] = {}
-    for key, value in table.items():
+    spelled: dict[str, str] = {}
+    for written, value in table.items():
+        # Keys are kebab-case like the command line (batch-size); snake_case is an alias.
+        key = written.replace("-", "_")
         types = _KEYS.get(key)
         if types is None:
+            known = ", ".join(sorted(name.replace("_", "-") for name in _KEYS))
+            raise ConfigError(f"{path}: [collector] {written}: unknown key (known: {known})")
+        if key in spelled:
             raise ConfigError(
-                f"{path}: [collector] {key}: unknown key (known: {', '.join(sorted(_KEYS))})"
+                f"{path}: [collector] {written}: given twice (also as {spelled[key]})"
             )
+        spelled[key] = written
         # TOML booleans are ints to Python: only metrics_public may be one
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             expected = " or ".join(t.__name__ for t in types)
             raise ConfigError(
-                f"{path}: [collector] {key}: expected {expected}, got {type(value).__name__}"
+                f"{path}: [collector] {written}: expected {expected}, got {type(value).__name__}"
                 f" {value!r}"
             )
         if key == "listen":
