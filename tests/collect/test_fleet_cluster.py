@@ -4,6 +4,8 @@ Three ``qmpevents collect --nats ... --host hostN --replicas 3`` processes, each
 two simulated VMs, and one ``qmpevents collect nats://... --db central.db`` archive.
 Mid-stream one NATS node is killed (SIGKILL) and restarted, one VM goes away and comes
 back (a gap, opened then closed), and the archive is killed (SIGKILL) and restarted.
+Meanwhile ``qmpevents watch nats://... --event GUEST_PANICKED`` shows the panics of
+every VM of every host, replayed and then live, and nothing else.
 At the end every event every host published is in the central database exactly once
 (message ids and counts compared with the stream and with what the VMs sent).
 """
@@ -13,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import signal
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
@@ -71,6 +75,29 @@ async def stream_contents(
         await nc.close()
 
 
+WATCH = (sys.executable, "-c", "from qmpevents.cli import main; main()", "watch")
+
+
+def canonical(raw: bytes) -> str:
+    return json.dumps(json.loads(raw), sort_keys=True)
+
+
+async def read_panics(process: asyncio.subprocess.Process, seen: set[tuple[str, str]]) -> None:
+    """Each ``watch --json`` event as (vm, event); an event but a panic fails the test.
+
+    The hosts' gaps are shown too ("not connected yet" at a host's start, the VM of
+    host0 that went away), as gaps of a VM of the fleet.
+    """
+    assert process.stdout is not None
+    async for line in process.stdout:
+        item = json.loads(line)
+        if "gap" in item:
+            assert item["vm"].split("-")[0] in ("host0", "host1", "host2"), item
+            continue
+        assert item["event"]["event"] == "GUEST_PANICKED", item
+        seen.add((item["vm"], json.dumps(item["event"], sort_keys=True)))
+
+
 @pytest.fixture
 async def cluster(tmp_path: Path):  # type: ignore[no-untyped-def]
     cluster = Cluster(nats_binary(), tmp_path)
@@ -82,6 +109,7 @@ async def cluster(tmp_path: Path):  # type: ignore[no-untyped-def]
         cluster.stop()
 
 
+@pytest.mark.timeout(300)  # a cluster, four collectors and a watch: 20-75 s on 2 cores
 async def test_three_hosts_one_archive_node_and_archive_killed_every_event_once(
     tmp_path: Path, cluster: Cluster
 ) -> None:
@@ -155,7 +183,35 @@ async def test_three_hosts_one_archive_node_and_archive_killed_every_event_once(
     emit(100)
     archive = CollectorProcess(*archive_args)
     await archive.start()
-    emit(100)
+    # A live view of the whole fleet: every host's panics, and nothing else.
+    before = {vm.name: len(vm.sent) for vm in every}
+    seen: set[tuple[str, str]] = set()
+    watcher = await asyncio.create_subprocess_exec(
+        *WATCH,
+        cluster.url,
+        "--event",
+        "GUEST_PANICKED",
+        "--since",
+        "1h",
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    reader = asyncio.create_task(read_panics(watcher, seen))
+    try:
+        await wait_for(lambda: len(seen) >= 6, 60)  # the replay has begun
+        emit(100)
+        live = {
+            vm.name: {canonical(raw) for raw in vm.sent[before[vm.name] :] if b"PANICKED" in raw}
+            for vm in every
+        }
+        await wait_for(lambda: all(live[vm] & {e for v, e in seen if v == vm} for vm in live), 60)
+    finally:
+        watcher.kill()
+        await watcher.wait()
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
 
     await wait_for(lambda: len(archived_ids(central)) >= sent(), 120)
     for process in collectors.values():
