@@ -319,3 +319,25 @@ def test_collect_refuses_a_bad_rule_with_status_2(tmp_path: Path) -> None:
     assert f"{path}:19: action 'second': steps[0].execute: expected a non-empty string" in (
         result.output
     )
+
+
+async def test_a_failing_program_is_an_error_with_the_tail_of_its_stderr(tmp_path: Path) -> None:
+    """It gets the event in its environment; 8 MiB on stderr are not kept, only the end."""
+    script = (
+        "import os, sys\n"
+        "assert os.environ['QMP_VM'] == 'web' and os.environ['QMP_EVENT'] == 'GUEST_PANICKED'\n"
+        "sys.stderr.write('x' * (8 << 20) + 'the last words')\n"
+        "sys.exit(3)\n"
+    )
+    rule = Rule("r", "GUEST_*", (Step("exec", (sys.executable, "-c", script)),))
+    db = tmp_path / "events.db"
+    runner = ActionRunner([rule], FakeVM().execute, store=ActionStore(db))
+    runner.start()
+    runner.on_event("web", event_record("web", 1, "GUEST_PANICKED"))
+    await asyncio.wait_for(runner.join(), 30)
+    await runner.aclose()
+    with sqlite3.connect(db) as conn:
+        (run,) = read_actions(conn)
+    (step,) = run["steps"]
+    assert step["error"].startswith("RuntimeError: exited with 3: xxx")
+    assert step["error"].endswith("the last words") and len(step["error"]) < 300

@@ -243,16 +243,35 @@ async def _exec(argv: list[str], run: _Run) -> None:
         stderr=asyncio.subprocess.PIPE,
         env=env,
     )
+    assert process.stdin is not None and process.stderr is not None
+    stdin, stderr = process.stdin, process.stderr
+
+    async def feed() -> None:
+        # A program that does not read its stdin must not fail the step by itself.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            stdin.write(record.raw)
+            await stdin.drain()
+            stdin.close()
+
     try:
-        _, stderr = await process.communicate(record.raw)
+        _, tail = await asyncio.gather(feed(), _stderr_tail(stderr))
+        await process.wait()
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         await process.wait()
         raise
     if process.returncode != 0:
-        tail = stderr.decode("utf-8", "replace").strip()[-200:]
-        raise RuntimeError(f"exited with {process.returncode}" + (f": {tail}" if tail else ""))
+        text = tail.decode("utf-8", "replace").strip()[-200:]
+        raise RuntimeError(f"exited with {process.returncode}" + (f": {text}" if text else ""))
+
+
+async def _stderr_tail(stream: asyncio.StreamReader, keep: int = 4096) -> bytes:
+    """Read ``stream`` to its end, keeping only its last ``keep`` bytes (bounded memory)."""
+    tail = b""
+    while chunk := await stream.read(65536):
+        tail = (tail + chunk)[-keep:]
+    return tail
 
 
 async def _post(url: str, body: bytes) -> None:
