@@ -23,6 +23,7 @@ def test_demo_shows_every_seed_event_and_exits_0() -> None:
     # The burst: a VSERPORT_CHANGE the rate limiter delivered late, and the summary's counts.
     assert any("VSERPORT_CHANGE" in line and "held back" in line for line in lines)
     assert "All seven seed events were received." in lines
+    assert lines[-1] == "To see them on a timeline in a browser: qmpevents demo --http 8080"
     assert any(re.match(r"Rate limiter: held back [1-9]\d* event", line) for line in lines)
     assert any(line.startswith("» ") for line in lines)
 

@@ -181,6 +181,8 @@ async def run_demo(*, interval: float | None = None, http: HttpOptions | None = 
                     "  (Ctrl-C to stop)"
                 )
                 await _until_signalled()
+            elif http is None:
+                click.echo("To see them on a timeline in a browser: qmpevents demo --http 8080")
         except QMPEventsError as error:  # a failed step (ScenarioError) or a lost connection
             click.echo(f"qmpevents demo: {error}", err=True)
             return 1
