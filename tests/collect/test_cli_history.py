@@ -3,6 +3,7 @@ from __future__ import annotations
 import datetime
 import json
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from click.testing import CliRunner
 
 from qmpevents.cli import main
 from qmpevents.cli.history import history, parse_time, stats
+from qmpevents.collect.history import History
 from qmpevents.collect.records import GapRecord
 from qmpevents.collect.sqlite_store import SQLiteStore
 from tests.collect.conftest import BASE_TIME, event_record, raw_event
@@ -132,3 +134,14 @@ def test_history_off_a_terminal_writes_whole_values(db: Path) -> None:
     rows = [line.split("\t") for line in out.splitlines()]
     assert all(len(row) == 4 for row in rows)
     assert any(row[2] == "MIGRATION_PASS" and row[3] == '{"pass":1}' for row in rows)
+
+
+def test_the_query_is_read_lazily_and_agrees_with_the_list(db: Path) -> None:
+    """``--json`` streams through :meth:`History.iter_query`: rows are read as written."""
+    with History(db) as store:
+        records = store.iter_query()
+        assert isinstance(records, Iterator)
+        first = next(records)
+        assert [first, *records] == store.query()
+        assert list(store.iter_query(vm="db")) == store.query(vm="db")
+        assert store.query(limit=3) == store.query()[:3]

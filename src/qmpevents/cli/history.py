@@ -173,13 +173,13 @@ def history(
         _print_actions(db, vm, event, since, until, as_json)
         return
     with _open(db) as store:
+        if as_json and html_file is None:  # streamed: a history of any size, bounded memory
+            for record in store.iter_query(vm=vm, event=event, since=since, until=until, host=host):
+                click.echo(_record_json(record))
+            return
         records = store.query(vm=vm, event=event, since=since, until=until, host=host)
     if html_file is not None:
         _write_html(html_file, records, vm)
-        return
-    if as_json:
-        for record in records:
-            click.echo(_record_json(record))
         return
     if any(record.host is not None for record in records):
         _print_rows(

@@ -12,7 +12,9 @@ hosts: nothing matches a host filter there).
 from __future__ import annotations
 
 import heapq
+import itertools
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,17 @@ class History:
             self._conn, vm=vm, event=event, since=since, until=until, limit=limit, host=host
         )
 
+    def iter_query(
+        self,
+        vm: str | None = None,
+        event: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        host: str | None = None,
+    ) -> Iterator[Record]:
+        """See :func:`iter_query`: the records as they are read (bounded memory)."""
+        return iter_query(self._conn, vm=vm, event=event, since=since, until=until, host=host)
+
     def stats(
         self, since: float | None = None, until: float | None = None, host: str | None = None
     ) -> list[EventCount]:
@@ -103,7 +116,25 @@ def query(
     limit: int | None = None,
     host: str | None = None,
 ) -> list[Record]:
+    """:func:`iter_query` as a list (its ``limit`` first records, if given)."""
+    records = iter_query(conn, vm=vm, event=event, since=since, until=until, host=host, limit=limit)
+    return list(itertools.islice(records, limit))
+
+
+def iter_query(
+    conn: sqlite3.Connection,
+    *,
+    vm: str | None = None,
+    event: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    limit: int | None = None,
+    host: str | None = None,
+) -> Iterator[Record]:
     """Events and gaps of ``vm`` (all VMs if ``None``) in ``[since, until]``, oldest first.
+
+    Lazily: rows are read from SQLite as they are consumed (two cursors, merged), so
+    a history of any size is written out in bounded memory.
 
     ``event`` restricts events to that name and leaves gaps out (a gap is not an
     event of any name). A gap is included when it overlaps the range (an open gap
@@ -112,7 +143,7 @@ def query(
     """
     archive = has_archive(conn)
     if host is not None and not archive:
-        return []
+        return iter(())
     event_conditions: list[tuple[str, object]] = []
     gap_conditions: list[tuple[str, object]] = []
     if vm is not None:
@@ -136,29 +167,26 @@ def query(
     host_column = "a.host" if archive else "NULL"
 
     where, params = _where(event_conditions)
-    events: list[tuple[float, int, Record]] = [
+    events: Iterator[tuple[float, int, Record]] = (
         (row[0], row[1], EventRecord(*row[2:]))
         for row in conn.execute(
             "SELECT qemu_ts, id, vm, name, qemu_seconds, qemu_micros, received_at, raw,"
             f" {host_column} FROM events{event_join}{where} ORDER BY qemu_ts, id{tail}",
             params + tail_params,
         )
-    ]
-    gaps: list[tuple[float, int, Record]] = []
+    )
+    gaps: Iterator[tuple[float, int, Record]] = iter(())
     if event is None:
         where, params = _where(gap_conditions)
-        gaps = [
+        gaps = (
             (row[0], row[1], GapRecord(*row[2:]))
             for row in conn.execute(
                 f"SELECT started, id, vm, started, ended, reason, {host_column}"
                 f" FROM gaps{gap_join}{where} ORDER BY started, id{tail}",
                 params + tail_params,
             )
-        ]
-    merged: list[Record] = [
-        record for _, _, record in heapq.merge(events, gaps, key=lambda row: row[0])
-    ]
-    return merged[:limit] if limit is not None else merged
+        )
+    return (record for _, _, record in heapq.merge(events, gaps, key=lambda row: row[0]))
 
 
 def stats(
