@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -71,6 +73,22 @@ class NatsServer:
             os.kill(self.process.pid, sig)
             self.process.wait(timeout=10)
         self.process = None
+
+
+STARTED: list[asyncio.subprocess.Process] = []
+"""Processes a test started (``CollectorProcess``); any still running after it are killed."""
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test() -> Iterator[None]:
+    # A failing assertion skips a test's own stop(): without this, its collectors
+    # would keep running (and publishing) after the test, for the rest of the session.
+    yield
+    while STARTED:
+        process = STARTED.pop()
+        if process.returncode is None:  # not reaped: its pid is still its own
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)
 
 
 @pytest.fixture

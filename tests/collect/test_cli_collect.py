@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from qmpevents.cli import main
 from qmpevents.collect.collector import NOT_RUNNING
 from qmpevents.collect.fanout import COLLECTOR_STOPPED
+from tests.collect.conftest import STARTED
 from tests.collect.sources import Source, stored
 
 
@@ -112,6 +113,7 @@ class CollectorProcess:
             stderr=asyncio.subprocess.PIPE,
             preexec_fn=self.preexec,
         )
+        STARTED.append(self.process)
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
