@@ -18,28 +18,49 @@ CHECKED = sorted(
 )
 
 
-def escaping_literals(source: str) -> list[tuple[int, str]]:
-    """String constants that name a place beside the repository."""
+def siblings(repo: Path) -> frozenset[str]:
+    """The names of what lies beside the repository here (found, never written down).
+
+    A name the repository also has inside (``tests`` beside a clone) is no sign.
+    """
+    inside = {p.name for p in repo.iterdir()}
+    return frozenset(p.name for p in repo.parent.iterdir() if p.name not in inside | {repo.name})
+
+
+def escaping_literals(source: str, repo: Path, beside: frozenset[str]) -> list[tuple[int, str]]:
+    """String constants that name a place beside ``repo``: a climb (``../``), an absolute
+    path next to it, or the name of one of its siblings ``beside``."""
     tree = ast.parse(source)
     # A string standing alone as a statement is a docstring: it opens nothing.
     prose = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}
+    parent = f"{repo.parent}/"
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in prose:
             text = node.value
-            if "../" in text or text.startswith(("/work/", "shared/")) or text == "shared":
+            absolute_beside = text.startswith(parent) and not text.startswith(f"{repo}/")
+            first = text.split("/", 1)[0]
+            if "../" in text or absolute_beside or (first in beside and first):
                 found.append((node.lineno, text))
     return sorted(found)
 
 
 @pytest.mark.parametrize("path", CHECKED, ids=lambda p: str(p.relative_to(REPO)))
 def test_no_path_literal_leaves_the_repository(path: Path) -> None:
-    assert escaping_literals(path.read_text()) == []
+    assert escaping_literals(path.read_text(), REPO, siblings(REPO)) == []
 
 
 def test_the_scan_finds_an_escaping_literal() -> None:
-    source = 'A = REPO / "shared" / "x"\nB = open("../shared/seed.txt")\nC = "tests/data"\n'
-    assert [line for line, _ in escaping_literals(source)] == [1, 2]
+    repo = Path("/nonexistent-root/repo")
+    source = (
+        'A = REPO / "elsewhere" / "x"\n'
+        'B = open("../elsewhere/seed.txt")\n'
+        'C = "tests/data"\n'
+        'D = "/nonexistent-root/elsewhere/y"\n'
+        'E = "/nonexistent-root/repo/tests"\n'
+    )
+    found = escaping_literals(source, repo, frozenset({"elsewhere"}))
+    assert [line for line, _ in found] == [1, 2, 4]
 
 
 def test_the_audit_hook_sees_an_open_beside_the_repository(
@@ -48,20 +69,20 @@ def test_the_audit_hook_sees_an_open_beside_the_repository(
     # Wherever this clone lives, pretend it lives in /nonexistent-root/repo.
     monkeypatch.setattr(conftest, "guard", conftest.Neighbourhood("/nonexistent-root/repo", "/t"))
     with pytest.raises(FileNotFoundError):
-        open("/nonexistent-root/shared/seed.txt")  # noqa: SIM115
+        open("/nonexistent-root/elsewhere/seed.txt")  # noqa: SIM115
     with pytest.raises(FileNotFoundError):
         open("/nonexistent-root/repo/tests/x")  # noqa: SIM115
     try:
-        assert conftest.outside_opens == ["/nonexistent-root/shared/seed.txt"]
+        assert conftest.outside_opens == ["/nonexistent-root/elsewhere/seed.txt"]
     finally:
         conftest.outside_opens.clear()
 
 
 def test_neighbourhood() -> None:
-    near = conftest.Neighbourhood("/work/main", "/tmp")
-    assert near.beside("/work/shared/x")
-    assert near.beside("/work/main-other/x")
-    assert not near.beside("/work/main/tests")
+    near = conftest.Neighbourhood("/srv/main", "/tmp")
+    assert near.beside("/srv/elsewhere/x")
+    assert near.beside("/srv/main-other/x")
+    assert not near.beside("/srv/main/tests")
     assert not near.beside("/tmp/x")
     assert not near.beside("/usr/lib/python3")
     in_temp = conftest.Neighbourhood("/tmp/clone", "/tmp")
