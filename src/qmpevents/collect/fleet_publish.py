@@ -113,27 +113,8 @@ class HostOutbox(NatsOutbox):
         self.host = host
         self.replicas = replicas
 
-    async def _jetstream(self) -> JetStreamContext:
-        if self._js is not None:
-            return self._js
-        if self._nc is None:
-            connecting = nats.connect(
-                self.servers,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=self.reconnect_wait,
-                connect_timeout=max(1, round(self.connect_timeout)),
-                error_cb=self._on_error,
-                disconnected_cb=self._on_disconnected,
-                reconnected_cb=self._on_reconnected,
-            )
-            try:
-                self._nc = await asyncio.wait_for(connecting, self.connect_timeout)
-            except TimeoutError:
-                raise ConnectionError(
-                    f"no NATS server reachable within {self.connect_timeout} s"
-                ) from None
-        js = HostJetStream(self._nc, self.host)
+    async def _bind_stream(self, nc: Client) -> JetStreamContext:
+        """The stream created or grown to ``replicas``; every publish carries ``Qmp-Host``."""
+        js = HostJetStream(nc, self.host)
         self._max_msg_size = await ensure_stream(js, self.stream, self.replicas)
-        self._js = js
         return js

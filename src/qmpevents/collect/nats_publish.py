@@ -147,14 +147,18 @@ class JetStreamPublisher:
                 raise ConnectionError(
                     f"no NATS server reachable within {self.connect_timeout} s"
                 ) from None
-        js = self._nc.jetstream()
+        self._js = await self._bind_stream(self._nc)
+        return self._js
+
+    async def _bind_stream(self, nc: Client) -> JetStreamContext:
+        """A JetStream context on ``nc`` whose stream exists (created if missing)."""
+        js = nc.jetstream()
         try:
             info = await js.stream_info(self.stream)
             self._max_msg_size = info.config.max_msg_size or -1
         except nats.js.errors.NotFoundError:
             await js.add_stream(name=self.stream, subjects=["qmp.>"], storage=StorageType.FILE)
             log.info("NATS %s: created stream %s", self.servers, self.stream)
-        self._js = js
         return js
 
     def _size_limit(self) -> int:

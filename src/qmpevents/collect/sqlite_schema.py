@@ -141,27 +141,7 @@ ACTION_VERSION = len(ACTION_MIGRATIONS)
 
 def migrate_actions(conn: sqlite3.Connection) -> int:
     """Create or update the action tables of a writable connection; return the old version."""
-    path = Path(conn.execute("PRAGMA database_list").fetchone()[2])
-    conn.execute("CREATE TABLE IF NOT EXISTS action_version (version INTEGER NOT NULL)")
-    row = conn.execute("SELECT version FROM action_version").fetchone()
-    current = int(row[0]) if row else 0
-    if current > ACTION_VERSION:
-        raise ConfigError(
-            f"{path}: action tables are at version {current}, this qmpevents knows up to "
-            f"{ACTION_VERSION}; upgrade qmpevents to write it"
-        )
-    for version in range(current, ACTION_VERSION):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in ACTION_MIGRATIONS[version]:
-                conn.execute(statement)
-            conn.execute("DELETE FROM action_version")
-            conn.execute("INSERT INTO action_version (version) VALUES (?)", (version + 1,))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-    return current
+    return _migrate_part(conn, "action", ACTION_MIGRATIONS)
 
 
 def has_archive(conn: sqlite3.Connection) -> bool:
@@ -177,22 +157,33 @@ def migrate_archive(conn: sqlite3.Connection) -> int:
 
     The history's own migrations must have run first (:func:`connect`).
     """
+    return _migrate_part(conn, "archive", ARCHIVE_MIGRATIONS)
+
+
+def _migrate_part(
+    conn: sqlite3.Connection, part: str, migrations: tuple[tuple[str, ...], ...]
+) -> int:
+    """Bring the ``part`` tables (versioned in ``<part>_version``) to ``len(migrations)``.
+
+    Each step commits on its own; returns the version found.
+    """
     path = Path(conn.execute("PRAGMA database_list").fetchone()[2])
-    conn.execute("CREATE TABLE IF NOT EXISTS archive_version (version INTEGER NOT NULL)")
-    row = conn.execute("SELECT version FROM archive_version").fetchone()
+    table = f"{part}_version"  # one of two fixed names, never user input
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (version INTEGER NOT NULL)")
+    row = conn.execute(f"SELECT version FROM {table}").fetchone()
     current = int(row[0]) if row else 0
-    if current > ARCHIVE_VERSION:
+    if current > len(migrations):
         raise ConfigError(
-            f"{path}: archive tables are at version {current}, this qmpevents knows up to "
-            f"{ARCHIVE_VERSION}; upgrade qmpevents to write it"
+            f"{path}: {part} tables are at version {current}, this qmpevents knows up to "
+            f"{len(migrations)}; upgrade qmpevents to write it"
         )
-    for version in range(current, ARCHIVE_VERSION):
+    for version in range(current, len(migrations)):
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in ARCHIVE_MIGRATIONS[version]:
+            for statement in migrations[version]:
                 conn.execute(statement)
-            conn.execute("DELETE FROM archive_version")
-            conn.execute("INSERT INTO archive_version (version) VALUES (?)", (version + 1,))
+            conn.execute(f"DELETE FROM {table}")
+            conn.execute(f"INSERT INTO {table} (version) VALUES (?)", (version + 1,))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
