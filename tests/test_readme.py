@@ -8,7 +8,6 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 from qmpevents.cli import main
 from qmpevents.sim.cmdline import parse_command_line
 from tests.helpers import REPO
-from tests.sim.programs import SIM
+from tests.sim.programs import simulated_vm
 
 README = (REPO / "README.md").read_text()
 
@@ -99,21 +98,8 @@ def test_python_snippets_compile_and_import(code: str) -> None:
 
 @pytest.fixture
 def vm(tmp_path: Path) -> Iterator[str]:
-    path = tmp_path / "vm.sock"
-    process = subprocess.Popen(
-        [*SIM, "-display", "none", "-m", "64", "-qmp", f"unix:{path},server=on,wait=off"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not path.exists():
-            assert process.poll() is None and time.monotonic() < deadline, "no socket"
-            time.sleep(0.02)
-        yield str(path)
-    finally:
-        process.kill()
-        process.wait(10)
+    with simulated_vm(tmp_path / "vm.sock") as path:
+        yield path
 
 
 def test_the_exec_examples_run_as_written(vm: str) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,27 +13,14 @@ from click.testing import CliRunner
 from qmpevents.cli import main
 from qmpevents.cli.exec import CommandTypes, parse_arguments, split_commands
 from tests.helpers import REFERENCE
-from tests.sim.programs import SIM
+from tests.sim.programs import simulated_vm
 
 
 @pytest.fixture
 def vm(tmp_path: Path) -> Iterator[str]:
     """A qmpevents-qemu process, running, with its QMP socket."""
-    path = tmp_path / "vm.sock"
-    process = subprocess.Popen(
-        [*SIM, "-display", "none", "-m", "64", "-qmp", f"unix:{path},server=on,wait=off"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not path.exists():
-            assert process.poll() is None and time.monotonic() < deadline, "no socket"
-            time.sleep(0.02)
-        yield str(path)
-    finally:
-        process.kill()
-        process.wait(10)
+    with simulated_vm(tmp_path / "vm.sock") as path:
+        yield path
 
 
 @pytest.fixture(scope="module")

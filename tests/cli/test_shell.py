@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,28 +14,15 @@ import pytest
 
 from qmpevents.cli.shell import QMPCompleter
 from tests.helpers import REFERENCE
-from tests.sim.programs import SIM
+from tests.sim.programs import simulated_vm
 
 STEP = 20  # seconds pexpect waits for each expected text
 
 
 @pytest.fixture
 def vm(tmp_path: Path) -> Iterator[str]:
-    path = tmp_path / "vm.sock"
-    process = subprocess.Popen(
-        [*SIM, "-display", "none", "-m", "64", "-qmp", f"unix:{path},server=on,wait=off"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not path.exists():
-            assert process.poll() is None and time.monotonic() < deadline, "no socket"
-            time.sleep(0.02)
-        yield str(path)
-    finally:
-        process.kill()
-        process.wait(10)
+    with simulated_vm(tmp_path / "vm.sock") as path:
+        yield path
 
 
 def spawn(target: str, home: Path) -> pexpect.spawn:

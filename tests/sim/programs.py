@@ -7,8 +7,13 @@ both; without QEMU the ``"qemu"`` case is skipped (or fails, under
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Final
 
 from tests.qemu.conftest import QEMU, _require
@@ -36,3 +41,22 @@ def own_command() -> str:
     """How QEMU names this process as a signal sender: argv[0] from /proc/self/cmdline."""
     with open("/proc/self/cmdline", "rb") as f:
         return f.read().split(b"\0", 1)[0].decode()
+
+
+@contextlib.contextmanager
+def simulated_vm(path: Path) -> Iterator[str]:
+    """A ``qmpevents-qemu`` process with its QMP socket at ``path``, killed on exit."""
+    process = subprocess.Popen(
+        [*SIM, "-display", "none", "-m", "64", "-qmp", f"unix:{path},server=on,wait=off"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not path.exists():
+            assert process.poll() is None and time.monotonic() < deadline, "no socket"
+            time.sleep(0.02)
+        yield str(path)
+    finally:
+        process.kill()
+        process.wait(10)
