@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,18 +19,28 @@ CHECKED = sorted(
 )
 
 
+def _in_temp(repo: Path) -> bool:
+    return repo.parent == Path(tempfile.gettempdir())
+
+
 def siblings(repo: Path) -> frozenset[str]:
     """The names of what lies beside the repository here (found, never written down).
 
-    A name the repository also has inside (``tests`` beside a clone) is no sign.
+    Only folders count, and not one the repository also has inside (``tests``
+    beside a clone is no sign).
     """
+    if _in_temp(repo):  # a clone in /tmp: its neighbours are anybody's temp files
+        return frozenset()
     inside = {p.name for p in repo.iterdir()}
-    return frozenset(p.name for p in repo.parent.iterdir() if p.name not in inside | {repo.name})
+    return frozenset(
+        p.name for p in repo.parent.iterdir() if p.is_dir() and p.name not in inside | {repo.name}
+    )
 
 
 def escaping_literals(source: str, repo: Path, beside: frozenset[str]) -> list[tuple[int, str]]:
     """String constants that name a place beside ``repo``: a climb (``../``), an absolute
-    path next to it, or the name of one of its siblings ``beside``."""
+    path next to it, or a path into one of its sibling folders ``beside`` (``NAME/...``;
+    a bare word is not a path: beside a clone in /tmp, any word may name a folder)."""
     tree = ast.parse(source)
     # A string standing alone as a statement is a docstring: it opens nothing.
     prose = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}
@@ -38,9 +49,11 @@ def escaping_literals(source: str, repo: Path, beside: frozenset[str]) -> list[t
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in prose:
             text = node.value
-            absolute_beside = text.startswith(parent) and not text.startswith(f"{repo}/")
-            first = text.split("/", 1)[0]
-            if "../" in text or absolute_beside or (first in beside and first):
+            absolute_beside = (
+                not _in_temp(repo) and text.startswith(parent) and not text.startswith(f"{repo}/")
+            )
+            first, slash, _ = text.partition("/")
+            if "../" in text or absolute_beside or (slash and first in beside):
                 found.append((node.lineno, text))
     return sorted(found)
 
@@ -53,7 +66,7 @@ def test_no_path_literal_leaves_the_repository(path: Path) -> None:
 def test_the_scan_finds_an_escaping_literal() -> None:
     repo = Path("/nonexistent-root/repo")
     source = (
-        'A = REPO / "elsewhere" / "x"\n'
+        'A = REPO.parent / "elsewhere/seed.txt"\n'
         'B = open("../elsewhere/seed.txt")\n'
         'C = "tests/data"\n'
         'D = "/nonexistent-root/elsewhere/y"\n'
