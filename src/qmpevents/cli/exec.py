@@ -19,16 +19,17 @@ an unreachable target.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import click
 
 from qmpevents.client import QMPClient
 from qmpevents.errors import CommandError, ConfigError, QMPConnectionError, QMPTimeoutError
-from qmpevents.sources import parse_target
+from qmpevents.sources import Target, parse_target
 
 __all__ = ["CommandTypes", "exec_command", "parse_arguments", "split_commands"]
 
@@ -156,20 +157,47 @@ async def exec_command(
     target: str, commands: list[tuple[str, list[str]]], *, pretty: bool, timeout: float | None
 ) -> int:
     """Run ``commands`` over one connection; print each return value; the exit status."""
-    address = parse_target(target).address
-    async with QMPClient(address) as qmp:
+    async with _monitor(parse_target(target)) as execute:
         types: CommandTypes | None = None
         if any(words and "=" in words[0] for _, words in commands):
-            types = CommandTypes(await qmp.execute("query-qmp-schema", timeout=timeout))
+            types = CommandTypes(await execute("query-qmp-schema", None, timeout))
         for name, words in commands:
             arguments = parse_arguments(name, words, types)
             try:
-                value = await qmp.execute(name, arguments, timeout=timeout)
+                value = await execute(name, arguments, timeout)
             except CommandError as error:
                 click.echo(f"qmpevents exec: {name}: {error.error_class}: {error.desc}", err=True)
                 return 1
             click.echo(json.dumps(value, indent=2 if pretty else None))
     return 0
+
+
+Execute = Callable[[str, Mapping[str, Any] | None, float | None], Awaitable[Any]]
+
+
+@contextlib.asynccontextmanager
+async def _monitor(spec: Target) -> AsyncIterator[Execute]:
+    """A command runner on the target's monitor: our own QMP connection, or libvirt's."""
+    libvirt = spec.libvirt
+    if libvirt is not None and libvirt.domain is not None:
+        domain = libvirt.domain
+        async with spec.libvirt_source(reconnect=False) as source:
+
+            async def through_libvirt(
+                name: str, arguments: Mapping[str, Any] | None, timeout: float | None
+            ) -> Any:
+                return await source.execute(domain, name, arguments)
+
+            yield through_libvirt
+        return
+    async with QMPClient(spec.address) as qmp:
+
+        async def directly(
+            name: str, arguments: Mapping[str, Any] | None, timeout: float | None
+        ) -> Any:
+            return await qmp.execute(name, arguments, timeout=timeout)
+
+        yield directly
 
 
 @click.command(context_settings={"allow_interspersed_args": False})
@@ -183,7 +211,9 @@ def exec_(target: str, words: tuple[str, ...], pretty: bool, timeout: float | No
     """Send COMMAND (with ARGS) to the QMP monitor at TARGET; print the reply as JSON.
 
     ARGS is one JSON object or KEY=VALUE pairs (dots for nested members, values
-    typed from the VM's schema). Separate several commands with --. Exit status:
+    typed from the VM's schema). Separate several commands with --. TARGET may
+    be qemu:///system?domain=NAME: the commands then go through libvirt, as with
+    virsh qemu-monitor-command (which marks the domain tainted). Exit status:
     0 all returned, 1 an error reply (on stderr), 2 usage error or unreachable.
     """
     try:
@@ -196,9 +226,17 @@ def exec_(target: str, words: tuple[str, ...], pretty: bool, timeout: float | No
             "(give a socket path or HOST:PORT)",
             param_hint="TARGET",
         )
+    if spec.libvirt is not None and spec.libvirt.domain is None:
+        raise click.BadParameter(
+            f"{target}: name the domain to send to: {spec.libvirt.uri}?domain=NAME",
+            param_hint="TARGET",
+        )
     commands = split_commands(words)
     try:
         status = asyncio.run(exec_command(target, commands, pretty=pretty, timeout=timeout))
+    except ConfigError as error:  # libvirt-python missing
+        click.echo(f"qmpevents exec: {error}", err=True)
+        status = 2
     except (QMPConnectionError, QMPTimeoutError) as error:
         click.echo(f"qmpevents exec: {error}", err=True)
         status = 2 if isinstance(error, QMPConnectionError) else 1

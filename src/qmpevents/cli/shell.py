@@ -166,6 +166,12 @@ def shell(target: str, timeout: float | None) -> None:
             "(give a socket path or HOST:PORT)",
             param_hint="TARGET",
         )
+    if spec.libvirt is not None:
+        raise click.BadParameter(
+            f"{target}: libvirt holds this domain's monitor; send commands with"
+            " qmpevents exec qemu:///system?domain=NAME COMMAND",
+            param_hint="TARGET",
+        )
     try:
         status = asyncio.run(run_shell(target, timeout))
     except ConnectionLost as error:

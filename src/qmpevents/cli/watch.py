@@ -14,6 +14,11 @@ under its name, the same lines as from a socket. ``--vm GLOB`` and ``--event``
 become subject filters where they can; ``--since`` replays the stream from then
 first, then goes live. Gaps recorded by the hosts are shown as gaps (an open one
 as "not connected since").
+
+A ``qemu:///system`` target (any libvirt QEMU URI) is every domain of a libvirt
+host, through libvirt's QEMU monitor events (``?domain=NAME`` for one): each
+domain under its name, attached when it starts and detached when it stops, and a
+libvirtd restart shown as a gap. It needs the extra ``qmpevents[libvirt]``.
 """
 
 from __future__ import annotations
@@ -49,8 +54,10 @@ from qmpevents.errors import (
 from qmpevents.sources import (
     Connected,
     Disconnected,
+    DomainSource,
     EventSource,
     FleetItem,
+    LibvirtSource,
     ListenSource,
     NatsSource,
     Target,
@@ -58,6 +65,7 @@ from qmpevents.sources import (
     VMSource,
     parse_target,
 )
+from qmpevents.sources.libvirt import import_libvirt
 
 __all__ = [
     "describe",
@@ -142,14 +150,26 @@ async def _watch(
             policy="block",
         )
         for t in targets
-        if not t.fleet
+        if t.monitor
+    ]
+    hosts = [
+        t.libvirt_source(
+            names=names,
+            where=where,
+            reconnect=reconnect,
+            backoff=Backoff(give_up_after=RECONNECT_GIVE_UP),
+            policy="block",
+        )
+        for t in targets
+        if t.libvirt is not None
     ]
     fleets = [
         t.fleet_source(names=names, where=where, vm=vm_glob, since=since)
         for t in targets
         if t.fleet
     ]
-    printer = Printer(mode, max((len(t.name) for t in targets if not t.fleet), default=0))
+    one_vm = [t for t in targets if t.monitor or (t.libvirt is not None and t.libvirt.domain)]
+    printer = Printer(mode, max((len(t.name) for t in one_vm), default=0))
     listeners = [ListenSource(path, names=names, where=where, policy="block") for path in listen]
     seen = 0
     done = asyncio.Event()
@@ -178,6 +198,10 @@ async def _watch(
                     if not checked:
                         checked = True
                         await _check_patterns(source, names)
+                elif isinstance(item, Disconnected) and isinstance(source, DomainSource):
+                    click.echo(
+                        f"qmpevents watch: {printable(vm)}: {printable(item.reason)}", err=True
+                    )
                 elif isinstance(item, Disconnected) and isinstance(source, VMSource):
                     click.echo(
                         f"qmpevents watch: {printable(vm)}: disconnected, waiting for it to"
@@ -232,6 +256,27 @@ async def _watch(
 
     arrived: list[asyncio.Future[None]] = []
 
+    async def pump_host(host: LibvirtSource) -> None:
+        def say(text: str) -> None:
+            click.echo(f"qmpevents watch: {printable(host.name)}: {printable(text)}", err=True)
+
+        try:
+            await host.start()
+            async for entry in host:  # each domain once, and libvirtd's own markers
+                if isinstance(entry, DomainSource):
+                    printer.width = max(printer.width, len(printable(entry.name)))
+                    if not entry.attached and host.target.domain is not None:
+                        say(f"domain {entry.name} is not running; waiting for it to start")
+                    arrived.append(asyncio.ensure_future(pump(entry)))
+                elif isinstance(entry, Connected):
+                    say(entry.detail)
+                elif isinstance(entry, Disconnected):
+                    say(f"disconnected from libvirtd, retrying: {entry.reason}")
+                else:
+                    say(f"not reachable, retrying: {entry.reason}")
+        except (QMPConnectionError, QMPTimeoutError) as error:
+            fail(host.name, error, 1 if isinstance(error, ConnectionLost) else 2)
+
     async def accept(listener: ListenSource) -> None:
         async for source in listener:  # each VM once, when it first connects
             printer.width = max(printer.width, len(printable(source.name)))
@@ -249,6 +294,7 @@ async def _watch(
     pumps: list[asyncio.Future[None]] = [asyncio.ensure_future(pump(s)) for s in sources]
     pumps += [asyncio.ensure_future(accept(listener)) for listener in listeners]
     pumps += [asyncio.ensure_future(pump_fleet(fleet)) for fleet in fleets]
+    pumps += [asyncio.ensure_future(pump_host(host)) for host in hosts]
     all_ended = asyncio.ensure_future(asyncio.wait(pumps))
     finished = asyncio.ensure_future(done.wait())
     try:
@@ -271,6 +317,8 @@ async def _watch(
             await source.aclose()
         for fleet in fleets:
             await fleet.aclose()
+        for host in hosts:
+            await host.aclose()
         for listener in listeners:
             await listener.aclose()
     return 0 if done.is_set() else status
@@ -338,7 +386,8 @@ def watch(
     is named after the socket file otherwise. Rate-limited event kinds are marked.
     With --listen PATH, QEMUs connect to us instead, each shown under its -name.
     TARGET nats://HOST:PORT[,HOST:PORT...] is every VM of the fleet, from NATS
-    JetStream (--vm GLOB, --since TIME).
+    JetStream (--vm GLOB, --since TIME). TARGET qemu:///system is every domain of
+    a libvirt host (qemu:///system?domain=NAME for one; needs qmpevents[libvirt]).
     """
     if not targets and not listen:
         raise click.UsageError("give a TARGET or --listen PATH")
@@ -348,6 +397,13 @@ def watch(
         raise click.UsageError("--raw prints one VM's bytes: give one TARGET")
     where = parse_where(where_specs)
     specs = [parse_watch_target(t) for t in targets]
+    if raw and any(t.libvirt is not None and t.libvirt.domain is None for t in specs):
+        raise click.UsageError("--raw prints one VM's bytes: name the domain (?domain=NAME)")
+    if any(t.libvirt is not None for t in specs):
+        try:
+            import_libvirt()
+        except ConfigError as error:
+            raise click.UsageError(str(error)) from None
     if (vm_glob is not None or since is not None) and not any(t.fleet for t in specs):
         raise click.UsageError("--vm and --since read a fleet: give a nats:// TARGET")
     start: float | None = None

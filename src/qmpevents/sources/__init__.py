@@ -8,6 +8,8 @@
   :class:`VMSource`, an ordinary event source named after the VM's ``-name``.
 - :class:`NatsSource` (:mod:`.nats`): the whole fleet, read back from NATS
   JetStream (``nats://`` targets), each item a :class:`FleetItem` naming its VM.
+- :class:`LibvirtSource` (:mod:`.libvirt`): every domain of a libvirt host
+  (``qemu:///system`` targets), each announced as a :class:`DomainSource`.
 - :func:`parse_target` (:mod:`.targets`): a command-line target, checked, with
   its VM name; ``parse_target(text).source()`` is its source.
 """
@@ -19,6 +21,8 @@ from qmpevents.sources.base import (
     SourceItem,
     Unreachable,
 )
+from qmpevents.sources.libvirt import LibvirtItem, LibvirtSource
+from qmpevents.sources.libvirt_domain import DomainSource
 from qmpevents.sources.listen import ListenSource, VMSource
 from qmpevents.sources.nats import FleetItem, FleetSourceItem, NatsSource
 from qmpevents.sources.qmp import QMPSource
@@ -27,9 +31,12 @@ from qmpevents.sources.targets import Target, name_of_socket, parse_target
 __all__ = [
     "Connected",
     "Disconnected",
+    "DomainSource",
     "EventSource",
     "FleetItem",
     "FleetSourceItem",
+    "LibvirtItem",
+    "LibvirtSource",
     "ListenSource",
     "NatsSource",
     "QMPSource",

@@ -9,6 +9,9 @@
 - ``nats://HOST:PORT[,HOST:PORT...]``: a whole fleet, read from NATS JetStream
   (:class:`~.nats.NatsSource`); the target's :attr:`Target.servers` are the NATS
   URLs, and its VM names come from the messages.
+- ``qemu:///system`` (any libvirt QEMU URI), optionally ``?domain=NAME``: the
+  domains of a libvirt host (:class:`~.libvirt.LibvirtSource`); the target's
+  :attr:`Target.libvirt` is the URI and domain, and its VM names are the domains'.
 
 :func:`parse_target` checks the text at once (a bad port is a
 :class:`~qmpevents.errors.ConfigError` before anything connects), and
@@ -24,6 +27,8 @@ from typing import Any
 from qmpevents.addresses import Address, parse_address
 from qmpevents.errors import ConfigError
 from qmpevents.sources.base import EventSource
+from qmpevents.sources.libvirt import LibvirtSource
+from qmpevents.sources.libvirt_uri import LibvirtTarget, is_libvirt_target, parse_libvirt_target
 from qmpevents.sources.nats import NatsSource
 from qmpevents.sources.qmp import QMPSource
 
@@ -45,6 +50,8 @@ class Target:
     address: Address
     servers: tuple[str, ...] = ()
     """The NATS URLs of a fleet target (``nats://...``); empty for a QMP target."""
+    libvirt: LibvirtTarget | None = None
+    """The URI (and domain) of a libvirt target (``qemu:///...``); None otherwise."""
 
     @property
     def fleet(self) -> bool:
@@ -52,8 +59,15 @@ class Target:
         return bool(self.servers)
 
     @property
+    def monitor(self) -> bool:
+        """Whether this is one QMP monitor (a socket or ``HOST:PORT``) we connect to ourselves."""
+        return not self.fleet and self.libvirt is None
+
+    @property
     def text(self) -> str:
         """The address as a user writes it."""
+        if self.libvirt is not None:
+            return self.libvirt.text
         return self.name if self.fleet else str(self.address)
 
     def source(self, **options: Any) -> EventSource:
@@ -63,7 +77,18 @@ class Target:
         """
         if self.fleet:
             raise ConfigError(f"{self.name}: a NATS target is a fleet, not one QMP monitor")
+        if self.libvirt is not None:
+            raise ConfigError(f"{self.text}: a libvirt target is read with LibvirtSource")
         return QMPSource(self.name, self.address, **options)
+
+    def libvirt_source(self, **options: Any) -> LibvirtSource:
+        """The :class:`~.libvirt.LibvirtSource` of a libvirt target; ``options`` are its own.
+
+        ``ConfigError`` when this is not a libvirt target, or libvirt-python is missing.
+        """
+        if self.libvirt is None:
+            raise ConfigError(f"{self.name}: not a qemu:/// (libvirt) target")
+        return LibvirtSource(self.libvirt, **options)
 
     def fleet_source(self, **options: Any) -> NatsSource:
         """The :class:`~.nats.NatsSource` of a fleet target; ``options`` are its own."""
@@ -88,6 +113,9 @@ def parse_nats_servers(text: str) -> tuple[str, ...]:
 
 def parse_target(text: str, *, name: str | None = None) -> Target:
     """The :class:`Target` of ``text`` (see the module docstring); ``name`` overrides."""
+    if is_libvirt_target(text):
+        libvirt = parse_libvirt_target(text)
+        return Target(name or libvirt.domain or libvirt.uri, Address(), libvirt=libvirt)
     if text.startswith(NATS_SCHEME):
         servers = parse_nats_servers(text)
         host, _, port = servers[0][len(NATS_SCHEME) :].rpartition(":")
