@@ -9,17 +9,18 @@ A configuration file looks like this (every key optional)::
     replicas = 1                          # copies of the stream kept by the NATS cluster
     durable = "qmpevents-archive"         # the central archive's consumer (nats:// target)
     metrics = "127.0.0.1:9464"            # Prometheus endpoint, HOST:PORT or PORT
-    metrics_public = false                # allow a non-loopback metrics address
-    batch_size = 1000                     # SQLite: records per commit at most
-    batch_interval = 0.5                  # SQLite: seconds a record waits at most
-    db_buffer = 100000                    # SQLite: records kept while the disk fails
-    nats_buffer = 100000                  # unused: NATS is fed from the SQLite journal
-    queue_size = 10000                    # events queued per VM connection
+    metrics-public = false                # allow a non-loopback metrics address
+    batch-size = 1000                     # SQLite: records per commit at most
+    batch-interval = 0.5                  # SQLite: seconds a record waits at most
+    db-buffer = 100000                    # SQLite: records kept while the disk fails
+    nats-buffer = 100000                  # unused: NATS is fed from the SQLite journal
+    queue-size = 10000                    # events queued per VM connection
     backoff = 0.1                         # first reconnect delay, doubling...
-    max_backoff = 5.0                     # ...up to this
-    watch_dir = "/run/qemu"               # attach every QMP socket that appears here
-    watch_interval = 1.0                  # seconds between two looks at watch_dir
+    max-backoff = 5.0                     # ...up to this
+    watch-dir = "/run/qemu"               # attach every QMP socket that appears here
+    watch-interval = 1.0                  # seconds between two looks at watch-dir
     listen = ["/run/qmpevents/qmp.sock"]  # QEMUs connect here (a path, or a list of them)
+    libvirt = ["qemu:///system"]          # every domain of these libvirt hosts (or ?domain=NAME)
 
     [[vm]]
     name = "web1"
@@ -30,6 +31,9 @@ A configuration file looks like this (every key optional)::
     event = "GUEST_PANICKED"
     steps = [{execute = "system_reset"}]
 
+Keys are kebab-case like the command line; snake_case (``batch_size``) is accepted
+too, but not both spellings of one key. The document is checked by the msgspec
+Structs of :mod:`.config_schema`, the values by :class:`CollectorConfig`.
 Relative paths are relative to the file. Every error names the file and the key.
 """
 
@@ -41,12 +45,23 @@ import socket
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
+
+import msgspec
 
 from qmpevents.addresses import parse_address
 from qmpevents.collect.actions.rules import Rule, parse_rules
+from qmpevents.collect.config_schema import (
+    COLLECTOR_KEYS,
+    CollectorTable,
+    ConfigFile,
+    PathPart,
+    VMTable,
+    explain,
+)
 from qmpevents.collect.names import safe_name
 from qmpevents.errors import ConfigError
+from qmpevents.sources.libvirt_uri import is_libvirt_target, parse_libvirt_target
 
 __all__ = ["CollectorConfig", "VMSpec", "load_config", "merged", "parse_host_port"]
 
@@ -67,6 +82,11 @@ class VMSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name", safe_name(self.name))
+        if is_libvirt_target(self.target):
+            raise ConfigError(
+                f"{self.target}: a libvirt URI is not one VM's monitor: give it in"
+                " [collector] libvirt = [...] (or as a TARGET of collect)"
+            )
         parse_address(self.target)  # a bad HOST:PORT is a ConfigError now, not at connect
 
 
@@ -79,6 +99,7 @@ class CollectorConfig:
 
     vms: tuple[VMSpec, ...] = ()
     listen: tuple[Path, ...] = ()
+    libvirt: tuple[str, ...] = ()
     watch_dir: Path | None = None
     watch_interval: float = 1.0
     db: Path | None = None
@@ -117,6 +138,13 @@ class CollectorConfig:
             raise ConfigError(f"db_buffer: must hold one batch (batch_size {self.batch_size})")
         if self.metrics is not None:
             parse_host_port(self.metrics)
+        for uri in self.libvirt:
+            try:
+                parse_libvirt_target(uri)
+            except ConfigError as error:
+                raise ConfigError(f"libvirt: {error}") from None
+        if len(set(self.libvirt)) != len(self.libvirt):
+            raise ConfigError(f"libvirt: a URI is given twice: {list(self.libvirt)}")
         paths = [str(path) for path in self.listen]
         if len(set(paths)) != len(paths):
             raise ConfigError(f"listen: a socket path is given twice: {paths}")
@@ -145,27 +173,13 @@ _MINIMUMS: dict[str, float] = {
     "replicas": 1,
 }
 
-# [collector] key -> the Python types its TOML value may have
-_KEYS: dict[str, tuple[type, ...]] = {
-    "db": (str,),
-    "nats": (str,),
-    "metrics": (str, int),
-    "metrics_public": (bool,),
-    "batch_size": (int,),
-    "batch_interval": (int, float),
-    "db_buffer": (int,),
-    "nats_buffer": (int,),
-    "queue_size": (int,),
-    "backoff": (int, float),
-    "max_backoff": (int, float),
-    "watch_dir": (str,),
-    "watch_interval": (int, float),
-    "listen": (str, list),
-    "host": (str,),
-    "replicas": (int,),
-    "durable": (str,),
-}
+_KEYS: Final = COLLECTOR_KEYS  # every [collector] key; the README documents each one
 _PATH_KEYS = frozenset({"db", "watch_dir"})
+_KEBAB_TABLES: Final = ("collector",)  # tables whose keys may be snake_case
+_KEBAB_ARRAYS: Final = ("vm",)  # arrays of such tables
+
+Spellings = dict[tuple[PathPart, ...], dict[str, str]]
+"""Per table (its path), each key as the file wrote it: ``{"batch-size": "batch_size"}``."""
 
 
 def parse_host_port(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -185,22 +199,25 @@ def load_config(path: Path) -> CollectorConfig:
         raise ConfigError(f"{path}: cannot read: {error.strerror or error}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
-    unknown = sorted(set(document) - {"collector", "vm", "action"})
-    if unknown:
-        raise ConfigError(
-            f"{path}: unknown table or key {unknown[0]!r} (expected [collector], [[vm]],"
-            " [[action]])"
-        )
-    values = _collector_values(path, document.get("collector", {}))
-    values["vms"] = _vm_specs(path, document.get("vm", []))
-    if "action" in document:
-        values["actions"] = parse_rules(path, document["action"], text)
+    spellings: Spellings = {}
+    document = _kebab_case(path, document, spellings)
+    try:
+        spec = msgspec.convert(document, ConfigFile)
+    except msgspec.ValidationError as error:
+        where, problem = explain(error, document)
+        located = _where(where, spellings)
+        message = f"{located}: {problem}" if located else problem
+        raise ConfigError(f"{path}: {message}") from None
+    values = _collector_values(path, spec.collector)
+    values["vms"] = _vm_specs(path, spec.vm)
+    if spec.action:
+        values["actions"] = parse_rules(path, spec.action, text)
     try:
         return CollectorConfig(**values)
     except ConfigError as error:
         message = str(error)
         key, sep, rest = message.partition(":")
-        if sep and key in _KEYS:  # name the key as the file spells it: kebab-case
+        if sep and key.replace("_", "-") in _KEYS:  # name the key as the file spells it
             message = key.replace("_", "-") + sep + rest
         raise ConfigError(f"{path}: {_table_of(message)}{message}") from None
 
@@ -209,67 +226,88 @@ def _table_of(message: str) -> str:
     return "" if message.startswith("vm") else "[collector] "
 
 
-def _collector_values(path: Path, table: Any) -> dict[str, Any]:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: collector: expected a table [collector]")
+def _kebab_case(path: Path, document: dict[str, Any], spellings: Spellings) -> dict[str, Any]:
+    """``document`` with the keys of its ``[collector]`` and ``[[vm]]`` tables kebab-case.
+
+    Values of another type are left for msgspec to refuse.
+    """
+    result = dict(document)
+    for name in _KEBAB_TABLES:
+        if isinstance(result.get(name), dict):
+            result[name] = _kebab_table(path, result[name], (name,), spellings)
+    for name in _KEBAB_ARRAYS:
+        if isinstance(result.get(name), list):
+            result[name] = [
+                _kebab_table(path, entry, (name, index), spellings)
+                if isinstance(entry, dict)
+                else entry
+                for index, entry in enumerate(result[name])
+            ]
+    return result
+
+
+def _kebab_table(
+    path: Path, table: dict[str, Any], where: tuple[PathPart, ...], spellings: Spellings
+) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    written: dict[str, str] = {}
+    for key, value in table.items():
+        canonical = key.replace("_", "-")
+        if canonical in written:
+            raise ConfigError(
+                f"{path}: {_where([*where, key], spellings)}: given twice"
+                f" (also as {written[canonical]})"
+            )
+        written[canonical] = key
+        result[canonical] = value
+    spellings[where] = written
+    return result
+
+
+def _where(path: list[PathPart], spellings: Spellings) -> str:
+    """``[collector] batch_size``, ``vm[2].target``: a key path, keys as the file spells them."""
+    text = ""
+    for depth, part in enumerate(path):
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += "." + spellings.get(tuple(path[:depth]), {}).get(part, part)
+    text = text.removeprefix(".")
+    if len(path) > 1 and path[0] in _KEBAB_TABLES:
+        return f"[{path[0]}] {text.removeprefix(f'{path[0]}.')}"
+    return text
+
+
+def _collector_values(path: Path, table: CollectorTable) -> dict[str, Any]:
+    """The :class:`CollectorConfig` fields the ``[collector]`` table sets, paths resolved."""
     values: dict[str, Any] = {}
-    spelled: dict[str, str] = {}
-    for written, value in table.items():
-        # Keys are kebab-case like the command line (batch-size); snake_case is an alias.
-        key = written.replace("-", "_")
-        types = _KEYS.get(key)
-        if types is None:
-            known = ", ".join(sorted(name.replace("_", "-") for name in _KEYS))
-            raise ConfigError(f"{path}: [collector] {written}: unknown key (known: {known})")
-        if key in spelled:
-            raise ConfigError(
-                f"{path}: [collector] {written}: given twice (also as {spelled[key]})"
-            )
-        spelled[key] = written
-        # TOML booleans are ints to Python: only metrics_public may be one
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            expected = " or ".join(t.__name__ for t in types)
-            raise ConfigError(
-                f"{path}: [collector] {written}: expected {expected}, got {type(value).__name__}"
-                f" {value!r}"
-            )
+    for key in table.__struct_fields__:
+        value = getattr(table, key)
+        if value is msgspec.UNSET:
+            continue  # CollectorConfig's default
         if key == "listen":
-            value = _listen_paths(path, value)
+            items = [value] if isinstance(value, str) else value
+            value = tuple(path.parent / Path(item).expanduser() for item in items)
+        elif key == "libvirt":
+            value = (value,) if isinstance(value, str) else tuple(value)
         elif key in _PATH_KEYS:
-            value = path.parent / Path(str(value)).expanduser()
+            value = path.parent / Path(value).expanduser()
         elif key == "metrics":
             value = str(value)
         values[key] = value
     return values
 
 
-def _listen_paths(path: Path, value: object) -> tuple[Path, ...]:
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
-        raise ConfigError(
-            f"{path}: [collector] listen: expected a socket path or a list of them, got {value!r}"
-        )
-    return tuple(path.parent / Path(item).expanduser() for item in items)
-
-
-def _vm_specs(path: Path, entries: Any) -> tuple[VMSpec, ...]:
-    if not isinstance(entries, list):
-        raise ConfigError(f"{path}: vm: expected an array of tables [[vm]]")
+def _vm_specs(path: Path, entries: list[VMTable]) -> tuple[VMSpec, ...]:
     specs: list[VMSpec] = []
     for index, entry in enumerate(entries):
-        where = f"{path}: vm[{index}]"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{where}: expected a table")
-        extra = sorted(set(entry) - {"name", "target"})
-        if extra:
-            raise ConfigError(f"{where}.{extra[0]}: unknown key (known: name, target)")
-        for key in ("name", "target"):
-            if not isinstance(entry.get(key), str) or not entry[key]:
-                raise ConfigError(f"{where}.{key}: expected a non-empty string")
-        target = entry["target"]
+        target = entry.target
         if ":" not in target and not Path(target).is_absolute():
             target = str(path.parent / target)
-        specs.append(VMSpec(entry["name"], target))
+        try:
+            specs.append(VMSpec(entry.name, target))
+        except ConfigError as error:  # a HOST:PORT that is not one
+            raise ConfigError(f"{path}: vm[{index}].target: {error}") from None
     return tuple(specs)
 
 
