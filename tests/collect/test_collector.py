@@ -14,8 +14,8 @@ import pytest
 
 from qmpevents.collect.collector import NOT_RUNNING, SOCKET_REMOVED, Collector
 from qmpevents.collect.config import CollectorConfig, VMSpec
-from qmpevents.collect.endpoints import NOT_CONNECTED_YET
 from qmpevents.collect.fanout import COLLECTOR_STOPPED, Fanout
+from qmpevents.collect.history import History
 from qmpevents.collect.nats_sink import GAP_TOKEN
 from qmpevents.collect.sqlite_store import SQLiteStore
 from qmpevents.schema.decode import decode_event
@@ -87,10 +87,8 @@ async def test_every_event_of_every_vm_reaches_sqlite_and_nats(
             assert (
                 collector.metrics.value("qmpevents_events_total", vm=vm.name, event=name) == count
             )
-        assert [(g.reason, g.ended is None) for g in gaps[vm.name]] == [
-            (NOT_CONNECTED_YET, False),
-            (COLLECTOR_STOPPED, True),
-        ]
+        # no gap before the first connection: only the stop's, still open
+        assert [(g.reason, g.ended is None) for g in gaps[vm.name]] == [(COLLECTOR_STOPPED, True)]
     for vm in vms:
         await vm.close()
 
@@ -122,12 +120,8 @@ async def test_a_watched_socket_that_vanishes_and_comes_back(tmp_path: Path) -> 
     events, gaps = stored(tmp_path / "events.db")
     assert collections.Counter(r.raw for r in events["web"]) == first.counts() + second.counts()
     reasons = [(g.reason, g.ended is not None) for g in gaps["web"]]
-    assert reasons == [
-        (NOT_CONNECTED_YET, True),
-        (SOCKET_REMOVED, True),
-        (COLLECTOR_STOPPED, False),
-    ]
-    removed = gaps["web"][1]
+    assert reasons == [(SOCKET_REMOVED, True), (COLLECTOR_STOPPED, False)]
+    removed = gaps["web"][0]
     assert removed.ended is not None and removed.ended > removed.started
     await first.close()
     await second.close()
@@ -143,7 +137,7 @@ async def test_nats_restart_loses_nothing_past_the_local_buffer(
     assert collector.nats is not None
     nats = collector.nats
     vm.emit(50)
-    await wait_for(lambda: nats.published >= 51)  # the events and the first gap
+    await wait_for(lambda: nats.published >= 50)  # the events (no gap before a connection)
     nats_server.stop()
     for _ in range(10):
         vm.emit(20)
@@ -182,30 +176,83 @@ async def test_a_queue_overflow_is_counted_and_logged(
 
 
 async def test_a_restart_after_sigkill_records_the_time_not_running(tmp_path: Path) -> None:
-    # What a killed collector leaves: a VM connected (its last gap closed) and events.
+    # What a killed collector leaves: a VM connected (no gap at all) with an event, one
+    # never connected, one lost (its gap open), and one connected with no event.
     db = tmp_path / "events.db"
     store = SQLiteStore(db)
     store.open()
     fanout = Fanout([store], clock=itertools.count(1000).__next__)
-    fanout.record_disconnected("gone", NOT_CONNECTED_YET)  # at 1000
-    fanout.record_connected("gone")  # 1001
-    fanout.record_event("gone", decode_event(raw_event(1)))  # 1002
-    fanout.record_disconnected("idle", NOT_CONNECTED_YET)  # 1003
+    fanout.record_attached("idle")  # never connects: no gap, no state
+    fanout.record_connected("gone")  # at 1000
+    fanout.record_event("gone", decode_event(raw_event(1)))  # 1001
+    fanout.record_connected("lost")  # 1002
+    fanout.record_disconnected("lost", "connection lost: EOF")  # 1003
+    fanout.record_connected("quiet")  # 1004
     store.close()
+    with History(db) as history:
+        assert [g.vm for g in history.open_gaps()] == ["lost"]
+        assert history.left_connected() == [("gone", 1001), ("quiet", 1004)]
 
-    (vm,) = [await Source("gone", tmp_path / "gone.qmp").start()]
-    collector = Collector(config_for(tmp_path, [vm]))
+    vms = [await Source(name, tmp_path / f"{name}.qmp").start() for name in ("gone", "idle")]
+    collector = Collector(config_for(tmp_path, vms))
     await collector.start()
     await all_connected(collector)
     await collector.aclose()
     _, gaps = stored(db)
     assert [(g.reason, g.started, g.ended is not None) for g in gaps["gone"]] == [
-        (NOT_CONNECTED_YET, 1000, True),
-        (NOT_RUNNING, 1002, True),  # from the last event received to the new connection
-        (COLLECTOR_STOPPED, gaps["gone"][2].started, False),
+        (NOT_RUNNING, 1001, True),  # from the last event received to the new connection
+        (COLLECTOR_STOPPED, gaps["gone"][1].started, False),
     ]
+    # not attached now: its gap from the time it was last known to receive, still open
+    assert [(g.reason, g.started, g.ended) for g in gaps["quiet"]] == [(NOT_RUNNING, 1004, None)]
     # a VM whose gap was still open keeps that one gap, not attached, still open
-    assert [(g.reason, g.ended) for g in gaps["idle"]] == [(NOT_CONNECTED_YET, None)]
+    assert [(g.reason, g.ended) for g in gaps["lost"]] == [("connection lost: EOF", None)]
+    # never connected before the kill: nothing was missed, only this run's stop
+    assert [g.reason for g in gaps["idle"]] == [COLLECTOR_STOPPED]
+    for vm in vms:
+        await vm.close()
+
+
+async def test_a_vm_that_never_connects_has_no_gap_in_any_view(tmp_path: Path) -> None:
+    (vm,) = await sources(tmp_path, 1)
+    never = VMSpec("never", str(tmp_path / "never.qmp"))  # nothing listens there
+    config = CollectorConfig(
+        vms=(VMSpec(vm.name, str(vm.path)), never),
+        db=tmp_path / "events.db",
+        batch_interval=0.05,
+        backoff=0.01,
+        max_backoff=0.02,
+    )
+    collector = Collector(config)
+    await collector.start()
+    await wait_for(lambda: collector.endpoints["vm0"].connected)
+    vm.emit(3)
+    await wait_for(lambda: received(collector, "vm0") == 3)
+    await asyncio.sleep(0.2)  # attempts at "never" fail meanwhile
+    assert collector.metrics.value("qmpevents_vm_connected", vm="never") == 0
+    assert collector.metrics.value("qmpevents_gaps_total", vm="never") is None
+    assert collector.metrics.value("qmpevents_gaps_total", vm="vm0") is None
+    await collector.aclose()
+
+    db = tmp_path / "events.db"
+    events, gaps = stored(db)
+    assert "never" not in gaps and "never" not in events
+    assert [g.reason for g in gaps["vm0"]] == [COLLECTOR_STOPPED]  # the stop, nothing before
+    with History(db) as history:
+        assert {r.vm for r in history.query()} == {"vm0"}
+        assert {c.vm for c in history.stats()} == {"vm0"}
+        assert history.left_connected() == []  # stopped: nobody left connected
+    # a second run: still nothing for "never", vm0's stop gap closed by its connection
+    collector = Collector(config)
+    await collector.start()
+    await wait_for(lambda: collector.endpoints["vm0"].connected)
+    await collector.aclose()
+    _, gaps = stored(db)
+    assert "never" not in gaps
+    assert [(g.reason, g.ended is None) for g in gaps["vm0"]] == [
+        (COLLECTOR_STOPPED, False),
+        (COLLECTOR_STOPPED, True),
+    ]
     await vm.close()
 
 

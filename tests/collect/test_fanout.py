@@ -6,7 +6,7 @@ import pytest
 
 from qmpevents.collect.fanout import COLLECTOR_STOPPED, Fanout
 from qmpevents.collect.history import History
-from qmpevents.collect.records import EventRecord, GapRecord, Record
+from qmpevents.collect.records import ConnectionState, EventRecord, GapRecord, Record
 from qmpevents.collect.sqlite_store import BatchPolicy, SQLiteStore
 from qmpevents.schema.decode import decode_event
 from tests.collect.conftest import raw_event
@@ -48,33 +48,67 @@ async def test_events_reach_every_sink_and_the_metrics(clock: FakeClock) -> None
     assert metrics.value("qmpevents_sink_queue_depth", sink="fake") == 10
 
 
+class StateCountingSink(CountingSink):
+    """A sink that keeps connection states too (as the SQLite history does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.states: list[ConnectionState] = []
+
+    def submit_state(self, state: ConnectionState) -> None:
+        self.states.append(state)
+
+
 async def test_gaps_follow_the_connection(clock: FakeClock) -> None:
-    sink = CountingSink()
-    fanout = Fanout([sink], clock=clock)
-    fanout.record_disconnected("web", "not connected yet")
+    sink, stateful = CountingSink(), StateCountingSink()
+    fanout = Fanout([sink, stateful], clock=clock)
+    fanout.record_attached("web")
+    assert fanout.metrics.value("qmpevents_vm_connected", vm="web") == 0
     clock.advance(1)
-    fanout.record_disconnected("web", "connection refused")  # still the same gap
+    # not connected yet: nothing was missed, no gap
+    assert fanout.record_disconnected("web", "connection refused") is None
     clock.advance(1)
-    assert fanout.record_connected("web") == GapRecord(
-        "web", clock.now - 2, clock.now, "not connected yet"
-    )
+    assert fanout.record_connected("web") is None
+    connected_at = clock.now
     clock.advance(5)
     fanout.record_disconnected("web", "connection lost")
-    clock.advance(3)
-    fanout.record_connected("web")
+    clock.advance(1)
+    fanout.record_disconnected("web", "connection refused")  # still the same gap
+    clock.advance(2)
+    assert fanout.record_connected("web") == GapRecord(
+        "web", clock.now - 3, clock.now, "connection lost"
+    )
     await fanout.aclose()
     start = 1_780_000_000.0  # the clock fixture's
-    assert sink.records == [
-        GapRecord("web", start, None, "not connected yet"),
-        GapRecord("web", start, start + 2, "not connected yet"),
+    gaps = [
         GapRecord("web", start + 7, None, "connection lost"),
         GapRecord("web", start + 7, start + 10, "connection lost"),
         GapRecord("web", start + 10, None, COLLECTOR_STOPPED),
     ]
+    assert sink.records == gaps
+    assert stateful.records == []  # its gaps come with the states, once
+    assert stateful.states == [
+        ConnectionState("web", True, connected_at),
+        ConnectionState("web", False, start + 7, gaps[0]),
+        ConnectionState("web", True, start + 10, gaps[1]),
+        ConnectionState("web", False, start + 10, gaps[2]),
+    ]
     metrics = fanout.metrics
-    assert metrics.value("qmpevents_gaps_total", vm="web") == 3
+    assert metrics.value("qmpevents_gaps_total", vm="web") == 2
     assert metrics.value("qmpevents_reconnects_total", vm="web") == 1
     assert metrics.value("qmpevents_vm_connected", vm="web") == 0
+
+
+async def test_a_vm_that_never_connected_gets_no_gap(clock: FakeClock) -> None:
+    sink = StateCountingSink()
+    fanout = Fanout([sink], clock=clock)
+    fanout.record_attached("idle")
+    assert fanout.record_disconnected("idle", "socket removed") is None  # detached
+    fanout.forget("idle")
+    fanout.record_attached("idle")  # back, and still never connected
+    await fanout.aclose()
+    assert (sink.records, sink.states) == ([], [])
+    assert fanout.metrics.value("qmpevents_gaps_total", vm="idle") is None
 
 
 async def test_a_restarted_collector_closes_the_gap_of_the_previous_run(

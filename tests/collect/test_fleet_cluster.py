@@ -26,6 +26,7 @@ import nats
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 
+from qmpevents.collect.fanout import COLLECTOR_STOPPED
 from qmpevents.collect.history import History
 from qmpevents.collect.records import EventRecord, GapRecord
 from qmpevents.sources.nats import parse_gap
@@ -85,8 +86,8 @@ def canonical(raw: bytes) -> str:
 async def read_panics(process: asyncio.subprocess.Process, seen: set[tuple[str, str]]) -> None:
     """Each ``watch --json`` event as (vm, event); an event but a panic fails the test.
 
-    The hosts' gaps are shown too ("not connected yet" at a host's start, the VM of
-    host0 that went away), as gaps of a VM of the fleet.
+    The hosts' gaps are shown too (the VM of host0 that went away; none before a
+    VM's first connection), as gaps of a VM of the fleet.
     """
     assert process.stdout is not None
     async for line in process.stdout:
@@ -244,5 +245,9 @@ async def test_three_hosts_one_archive_node_and_archive_killed_every_event_once(
         assert gap.host == gap.vm.split("-")[0]
     lost = [g for g in gaps if g.vm == away.name and "closed the connection" in g.reason]
     assert len(lost) == 1 and lost[0].ended is not None, gaps  # open, then closed: one row
+    # and no gap before a VM's first connection: only the loss and the VMs' stops
+    stops = [g for g in gaps if g is not lost[0]]
+    assert {g.reason for g in stops} <= {COLLECTOR_STOPPED}, gaps
+    assert len({g.vm for g in stops}) == len(stops), gaps
     for vm in every:
         await vm.close()

@@ -18,8 +18,16 @@ import msgspec
 import pytest
 
 from qmpevents.collect.history import History
-from qmpevents.collect.records import EventRecord, GapRecord
-from qmpevents.collect.sqlite_schema import SCHEMA_VERSION, connect, migrate, version_of
+from qmpevents.collect.records import ConnectionState, EventRecord, GapRecord
+from qmpevents.collect.sqlite_batches import write_batch
+from qmpevents.collect.sqlite_schema import (
+    SCHEMA_VERSION,
+    connect,
+    has_connections,
+    migrate,
+    migrate_connections,
+    version_of,
+)
 from qmpevents.collect.sqlite_store import BatchPolicy, SQLiteStore
 from qmpevents.errors import ConfigError
 from tests.collect.conftest import event_record
@@ -192,6 +200,88 @@ def test_an_older_database_is_migrated_forward(
         assert version_of(history._conn) == SCHEMA_VERSION
         [migrated] = history.query(since=record.qemu_ts, until=record.qemu_ts)
     assert migrated == msgspec.structs.replace(record, received_at=1.0)
+
+
+def connections(path: Path) -> list[tuple[str, int, float]]:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return conn.execute("SELECT vm, connected, since FROM connections ORDER BY vm").fetchall()
+
+
+def test_connection_states_are_stored_in_order_with_their_gaps(
+    store_factory: Callable[..., SQLiteStore], tmp_path: Path
+) -> None:
+    path = tmp_path / "events.db"
+    store = store_factory(path, batching=BatchPolicy(size=2, interval=3600))
+    store.open()
+    store.submit_state(ConnectionState("a", True, 1.0))  # a first connection: no gap
+    store.submit(msgspec.structs.replace(event_record("a", 1), received_at=2.0))
+    lost = GapRecord("b", 3.0, None, "connection lost")
+    store.submit_state(ConnectionState("b", True, 2.5))
+    store.submit_state(ConnectionState("b", False, 3.0, lost))
+    store.submit_state(ConnectionState("c", True, 4.0))
+    assert store.close() == 0
+    assert store.committed == 5  # a state is one, its gap with it
+    assert connections(path) == [("a", 1, 1.0), ("b", 0, 3.0), ("c", 1, 4.0)]
+    with History(path) as history:
+        assert history.query(vm="b") == [lost]
+        assert history.query(vm="a") != [] and history.query(vm="c") == []  # no gap for either
+        assert history.left_connected() == [("a", 2.0), ("c", 4.0)]  # a: its newest event
+        assert history.open_gaps() == [lost]
+
+
+def test_a_state_and_its_gap_are_written_together_or_not_at_all(tmp_path: Path) -> None:
+    with contextlib.closing(connect(tmp_path / "events.db")) as conn:
+        migrate_connections(conn)
+        bad = GapRecord("a", 2.0, None, None)  # type: ignore[arg-type]  # NOT NULL fails
+        outcome = write_batch(
+            conn,
+            [ConnectionState("a", True, 1.0), ConnectionState("a", False, 2.0, bad)],
+        )
+        assert outcome.committed == 1
+        assert [(reason, state.gap) for state, reason, _ in outcome.rejected] == [
+            ("integrity", bad)
+        ]
+        # the state that came with the refused gap is not written either
+        assert conn.execute("SELECT vm, connected, since FROM connections").fetchall() == [
+            ("a", 1, 1.0)
+        ]
+        assert conn.execute("SELECT COUNT(*) FROM gaps").fetchone() == (0,)
+
+
+def test_an_older_history_gets_connection_states_from_its_latest_gaps(
+    store_factory: Callable[..., SQLiteStore], tmp_path: Path
+) -> None:
+    path = tmp_path / "events.db"
+    with contextlib.closing(connect(path)) as old:  # a history as qmpevents wrote it before
+        old.executemany(
+            "INSERT INTO gaps (vm, started, ended, reason) VALUES (?, ?, ?, ?)",
+            [
+                ("up", 1.0, 2.0, "not connected yet"),  # closed: connected when it died
+                ("down", 1.0, 2.0, "not connected yet"),
+                ("down", 5.0, None, "collector stopped"),  # open: not connected
+                ("never", 1.0, None, "not connected yet"),
+            ],
+        )
+        record = event_record("up", 1)
+        old.execute(
+            "INSERT INTO events (vm, name, qemu_seconds, qemu_micros, qemu_ts, received_at, raw)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            ("up", record.name, 0, 0, 0.0, 3.0, record.raw),
+        )
+        assert not has_connections(old)
+    with History(path) as history:  # read as it is, not migrated (read-only)
+        assert not has_connections(history._conn)
+        assert history.left_connected() == [("up", 3.0)]
+
+    store = store_factory(path)
+    store.open()  # the writer migrates it
+    store.close()
+    assert connections(path) == [("down", 0, 5.0), ("never", 0, 1.0), ("up", 1, 2.0)]
+    with History(path) as history:
+        assert history.left_connected() == [("up", 3.0)]
+        assert version_of(history._conn) == SCHEMA_VERSION
+        version = history._conn.execute("SELECT version FROM connection_version").fetchone()
+        assert version == (1,)
 
 
 def test_a_newer_database_is_refused(

@@ -8,7 +8,12 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from qmpevents.collect.collector import Collector
+from qmpevents.collect.config import CollectorConfig, VMSpec
+from qmpevents.collect.fanout import COLLECTOR_STOPPED
 from qmpevents.collect.web_app import make_app
+from tests.collect.sources import Source
+from tests.collect.test_collector import received, wait_for
 from tests.web.conftest import BASE, SEEDED, raw_event, record, write_history
 
 
@@ -94,6 +99,31 @@ async def test_the_timeline_has_a_lane_per_vm_marks_and_gaps(history_db: Path) -
     assert all(len(lane["marks"]) == 7 and not lane["buckets"] for lane in lanes.values())
     assert lanes["db-1"]["gaps"] == [[BASE + 20.5, BASE + 40.5, "connection lost: EOF"]]
     assert body["counts"] == {name: 3 for name, _ in SEEDED}
+
+
+async def test_a_collected_history_shows_no_gap_before_a_first_connection(
+    tmp_path: Path,
+) -> None:
+    vm = await Source("web-1", tmp_path / "web-1.qmp").start()
+    db = tmp_path / "events.db"
+    never = VMSpec("never", str(tmp_path / "never.qmp"))  # nothing ever listens there
+    collector = Collector(
+        CollectorConfig(vms=(VMSpec(vm.name, str(vm.path)), never), db=db, batch_interval=0.05)
+    )
+    await collector.start()
+    try:
+        await wait_for(lambda: collector.endpoints[vm.name].connected)
+        vm.emit(3)
+        await wait_for(lambda: received(collector, vm.name) == 3)
+    finally:
+        await collector.aclose()
+        await vm.close()
+    _, body = await get(db, "/api/vms")
+    assert [(v["vm"], v["events"], v["gap_open"]) for v in body["vms"]] == [("web-1", 3, True)]
+    _, body = await get(db, "/api/timeline?since=0&width=1000")
+    [lane] = body["lanes"]
+    assert lane["vm"] == "web-1"
+    assert [reason for _, _, reason in lane["gaps"]] == [COLLECTOR_STOPPED]  # the stop only
 
 
 async def test_a_crowded_lane_is_aggregated_into_buckets(tmp_path: Path) -> None:

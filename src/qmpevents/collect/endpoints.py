@@ -3,9 +3,11 @@
 An :class:`Endpoint` reads one :class:`~qmpevents.sources.EventSource` (which keeps
 the connection up with backoff) and reports to the :class:`~.fanout.Fanout`:
 
-- on :meth:`Endpoint.start`, ``record_disconnected(vm, "not connected yet")``, so the
-  time until the first connection is a gap;
-- after each successful negotiation, ``record_connected(vm)`` (this closes the gap);
+- on :meth:`Endpoint.start`, ``record_attached(vm)``: not connected yet, and no gap
+  (nothing can be missed before the first connection; a VM that never connects has
+  no gap at all);
+- after each successful negotiation, ``record_connected(vm)`` (this records the VM
+  as connected, and closes its gap: the last loss, or one a previous run left open);
 - every event, with the bytes QEMU sent, through ``record_event``;
 - on loss, ``record_disconnected(vm, "connection lost: ...")`` at once, after the
   events received before the loss, so the open gap is in the history while the VM
@@ -25,7 +27,6 @@ and logged, never silent.
 A VM that connects to us (``collect --listen``) brings its own source, a
 :class:`~qmpevents.sources.VMSource` announced by a
 :class:`~qmpevents.sources.ListenSource` once its handshake is done: its endpoint
-opens no "not connected yet" gap (the VM did not exist for us before), and it
 records the same markers, events and gaps as any other.
 
 Memory: an idle attached VM costs about 11 KiB of collector RSS (client, transport,
@@ -48,18 +49,16 @@ from qmpevents.errors import ConnectionLost
 from qmpevents.sources import (
     Connected,
     Disconnected,
+    DomainSource,
     EventSource,
     QMPSource,
     Unreachable,
     VMSource,
 )
 
-__all__ = ["NOT_CONNECTED_YET", "ConnectPolicy", "Endpoint", "StatusCallback"]
+__all__ = ["ConnectPolicy", "Endpoint", "StatusCallback"]
 
 log = logging.getLogger(__name__)
-
-NOT_CONNECTED_YET = "not connected yet"
-"""The reason of the gap opened when a VM is attached."""
 
 StatusCallback = Callable[[str, bool, str], None]
 """``(vm, connected, detail)``: called when a VM connects, is lost, or cannot connect."""
@@ -101,7 +100,7 @@ class Endpoint:
         policy: ConnectPolicy | None = None,
         on_status: StatusCallback | None = None,
         *,
-        source: VMSource | None = None,
+        source: VMSource | DomainSource | None = None,
     ) -> None:
         self.vm = vm
         self.target = target
@@ -109,7 +108,7 @@ class Endpoint:
         self.policy = policy or ConnectPolicy()
         self.on_status = on_status
         self._given = source
-        self._source: QMPSource | VMSource | None = None
+        self._source: QMPSource | VMSource | DomainSource | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -128,10 +127,14 @@ class Endpoint:
         source = self._source
         if isinstance(source, QMPSource) and source.client is not None and source.connected:
             return await source.client.execute(command, arguments, timeout=timeout)
+        if isinstance(source, DomainSource) and source.connected:
+            # Through libvirtd, which bounds it (keepalive); ``timeout`` cannot cut a
+            # blocking libvirt call short.
+            return await source.execute(command, arguments)
         raise ConnectionLost(f"{self.vm}: not connected (or attached by --listen): {command}")
 
     def start(self) -> None:
-        """Open the VM's gap until its first connection and start connecting."""
+        """Start connecting (no gap: until the first connection nothing can be missed)."""
         if self._task is not None:
             return
         policy = self.policy
@@ -140,7 +143,7 @@ class Endpoint:
         # QEMU holds the events in its own output buffer, as for any slow reader;
         # other VMs are not affected. Only past the hard limit, while a command
         # waits, would the oldest give way (counted in listener_dropped_total).
-        if self._given is not None:  # connected to us, and just announced: no gap before
+        if self._given is not None:  # connected to us, and just announced
             self._source = self._given
             self._task = asyncio.get_running_loop().create_task(
                 self._run(self._source), name=f"qmp {self.vm}"
@@ -156,7 +159,7 @@ class Endpoint:
             queue_size=policy.queue_size,
             policy="block",
         )
-        self.fanout.record_disconnected(self.vm, NOT_CONNECTED_YET)
+        self.fanout.record_attached(self.vm)
         self._task = asyncio.get_running_loop().create_task(
             self._run(self._source), name=f"qmp {self.vm}"
         )

@@ -6,6 +6,13 @@ every record to every sink, keeps the metrics, and tracks the open gap of each V
 Sinks take records without blocking into their own bounded buffers, so a slow or
 failing sink delays and drops only its own records (counted), never another's, and
 never stalls the connections.
+
+A gap is the time a VM was lost: from a loss (or a stop) while it was connected to
+its next connection. The time before a VM's first connection is none: nothing was
+missed before the collector first received from it, and a VM that never connects has
+no gap. Each connection and each gap opened is also a
+:class:`~.records.ConnectionState`; a sink that keeps them (:class:`~.sink.StateSink`,
+the SQLite history) gets the state with its gap, the others the gap alone.
 """
 
 from __future__ import annotations
@@ -17,8 +24,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 from qmpevents.collect.metrics import CollectorMetrics
 from qmpevents.collect.names import safe_name
-from qmpevents.collect.records import EventRecord, GapRecord, Record
-from qmpevents.collect.sink import Sink
+from qmpevents.collect.records import ConnectionState, EventRecord, GapRecord, Record
+from qmpevents.collect.sink import Sink, StateSink
 from qmpevents.schema.events import Event
 
 __all__ = ["COLLECTOR_STOPPED", "Fanout"]
@@ -84,50 +91,65 @@ class Fanout:
                 log.exception("%s: an event observer failed on %s", vm, record.name)
         return record
 
+    def record_attached(self, vm: str) -> None:
+        """``vm`` is attached and not connected yet: its ``vm_connected`` series reads 0.
+
+        No gap: nothing can be missed before the first connection. A gap a previous
+        run left open stays open, closed by that connection.
+        """
+        self._connected.discard(vm)
+        self.metrics.set_connected(vm, False)
+
     def record_connected(self, vm: str) -> GapRecord | None:
         """``vm``'s monitor is connected and negotiated: close its open gap (returned, if any).
 
         Call it once events can arrive, so that the gap covers every moment in
-        which one could have been missed.
+        which one could have been missed. The connection state is recorded either way.
         """
         if vm in self._ever_connected:
             self.metrics.count_reconnect(vm)
         self._ever_connected.add(vm)
         self._connected.add(vm)
         self.metrics.set_connected(vm, True)
+        now = self._clock()
         gap = self._open_gaps.pop(vm, None)
-        if gap is None:
-            return None
-        closed = GapRecord(vm=vm, started=gap.started, ended=self._clock(), reason=gap.reason)
-        self._submit(closed)
+        closed = None
+        if gap is not None:
+            closed = GapRecord(vm=vm, started=gap.started, ended=now, reason=gap.reason)
+        self._change(ConnectionState(vm=vm, connected=True, since=now, gap=closed))
         return closed
 
-    def record_disconnected(self, vm: str, reason: str) -> GapRecord:
-        """``vm`` is not connected (lost, refused, not yet attached): open a gap unless one is.
+    def record_disconnected(self, vm: str, reason: str) -> GapRecord | None:
+        """``vm`` is not connected (lost, detached, stopped): open a gap if it was connected.
 
-        Returns the open gap. A VM that was never connected may be reported at once,
-        so that the time until its first connection is a gap too.
+        Returns ``vm``'s open gap: the one opened now, one already open (a loss not
+        yet reconnected, a gap a previous run left), or ``None`` for a VM that was not
+        connected and has none (it never connected: nothing was missed).
         """
+        connected = vm in self._connected
         self._connected.discard(vm)
         self.metrics.set_connected(vm, False)
         gap = self._open_gaps.get(vm)
-        if gap is None:
+        if gap is None and connected:
             reason = safe_name(reason)  # it may quote a socket path that is not UTF-8
             gap = GapRecord(vm=vm, started=self._clock(), ended=None, reason=reason)
             self._open_gaps[vm] = gap
-            self._submit(gap)
+            self._change(ConnectionState(vm=vm, connected=False, since=gap.started, gap=gap))
             self.metrics.count_gap(vm)
         return gap
 
     def record_gap(self, vm: str, started: float, ended: float | None, reason: str) -> GapRecord:
         """Record a gap known after the fact (say, a collector that was killed); return it.
 
-        A gap with ``ended=None`` becomes ``vm``'s open gap, closed by its next connection.
+        A gap with ``ended=None`` becomes ``vm``'s open gap, closed by its next
+        connection, and ``vm`` is recorded as not connected since ``started``.
         """
         gap = GapRecord(vm=vm, started=started, ended=ended, reason=safe_name(reason))
         if ended is None:
             self._open_gaps[vm] = gap
-        self._submit(gap)
+            self._change(ConnectionState(vm=vm, connected=False, since=started, gap=gap))
+        else:
+            self._submit(gap)
         self.metrics.count_gap(vm)
         return gap
 
@@ -144,3 +166,10 @@ class Fanout:
     def _submit(self, record: Record) -> None:
         for sink in self.sinks:
             sink.submit(record)
+
+    def _change(self, state: ConnectionState) -> None:
+        for sink in self.sinks:
+            if isinstance(sink, StateSink):
+                sink.submit_state(state)  # the gap with it, in one transaction
+            elif state.gap is not None:
+                sink.submit(state.gap)

@@ -22,7 +22,12 @@ import msgspec
 
 from qmpevents.collect.actions.store import read_actions
 from qmpevents.collect.records import EventRecord, GapRecord, Record
-from qmpevents.collect.sqlite_schema import connect, has_archive
+from qmpevents.collect.sqlite_schema import (
+    LATEST_GAP_STATE,
+    connect,
+    has_archive,
+    has_connections,
+)
 
 __all__ = ["EventCount", "History", "left_connected", "open_gaps", "query", "stats"]
 
@@ -236,25 +241,27 @@ def open_gaps(conn: sqlite3.Connection) -> list[GapRecord]:
 
 
 def left_connected(conn: sqlite3.Connection) -> list[tuple[str, float]]:
-    """``(vm, since)`` for each VM whose latest gap is closed, sorted by VM.
+    """``(vm, since)`` for each VM recorded as connected (table ``connections``), by VM.
 
-    A collector that stops normally opens a gap for every VM it is connected to, so
-    such a VM was connected when a previous collector died (SIGKILL, crash).
+    A collector that stops normally records every VM it is connected to as
+    disconnected (with the gap it opens), so such a VM was connected when a previous
+    collector died (SIGKILL, crash). A VM that never connected was never recorded.
     ``since`` is the last moment that collector is known to have been receiving
-    from it: the newest committed event's ``received_at`` or the latest gap's
-    end, whichever is later. Events it received after that and never committed are
+    from it: the newest committed event's ``received_at`` or the connection's
+    start, whichever is later. Events it received after that and never committed are
     lost, and all of them fall after ``since``.
+
+    A history that has no ``connections`` yet (written by an older qmpevents, not
+    migrated: its collector's writer creates it) is read as it implied the states:
+    a VM whose latest gap is closed was connected from its end on.
     """
-    rows = conn.execute(
-        "SELECT vm, ended FROM gaps AS g"
-        " WHERE started = (SELECT MAX(started) FROM gaps WHERE vm = g.vm)"
-        " AND ended IS NOT NULL ORDER BY vm"
-    ).fetchall()
+    states = "connections" if has_connections(conn) else f"({LATEST_GAP_STATE})"
+    rows = conn.execute(f"SELECT vm, since FROM {states} WHERE connected ORDER BY vm").fetchall()
     found: list[tuple[str, float]] = []
-    for vm, ended in rows:
+    for vm, since in rows:
         # one index lookup per VM (events_by_vm_received)
         (newest,) = conn.execute(
             "SELECT MAX(received_at) FROM events WHERE vm = ?", (vm,)
         ).fetchone()
-        found.append((vm, max(ended, newest) if newest is not None else ended))
+        found.append((vm, max(since, newest) if newest is not None else since))
     return found

@@ -4,6 +4,10 @@ Both are frozen msgspec Structs tagged on ``type`` (``"event"`` / ``"gap"``), so
 :data:`Record` encodes to and decodes from JSON or msgpack with one typed decoder.
 Times are seconds since the epoch (wall clock); QEMU's timestamp is kept as its two
 integers so that nothing is lost to float rounding.
+
+A :class:`ConnectionState` is not a record of the history: it is what the local
+history keeps of each VM's connection (connected or not, since when), so that a
+collector restarted after SIGKILL knows which VMs the dead run was receiving from.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import msgspec
 
 from qmpevents.schema.events import Event
 
-__all__ = ["EventRecord", "GapRecord", "Record"]
+__all__ = ["ConnectionState", "EventRecord", "GapRecord", "Record"]
 
 _MICROS = 1_000_000
 
@@ -82,3 +86,20 @@ class GapRecord(
 
 Record = EventRecord | GapRecord
 """Anything a sink stores or publishes."""
+
+
+class ConnectionState(msgspec.Struct, frozen=True, gc=False):
+    """``vm`` is connected (receiving) or not since ``since``, and the write of ``gap`` with it.
+
+    The fan-out makes one at each change: a connection (``gap`` is the gap it closes,
+    if any), a loss or a stop (``gap`` is the gap it opens), a gap found after the
+    fact that is still open. A sink that keeps connection states
+    (:class:`~.sink.StateSink`, the SQLite history) stores the state and its gap in
+    one transaction, so that a crash never leaves one without the other; the other
+    sinks get ``gap`` alone. A VM that never connected has none.
+    """
+
+    vm: str
+    connected: bool
+    since: float
+    gap: GapRecord | None = None

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from qmpevents.collect.records import EventRecord, Record
+from qmpevents.collect.records import ConnectionState, EventRecord, GapRecord, Record
 
 __all__ = ["Parked", "Rejections"]
 
@@ -33,7 +33,7 @@ _SHOWN = 80  # characters of an event name or error shown in the log
 class Parked:
     """A rejected record, why (``reason``, a metric label) and what exactly failed."""
 
-    record: Record
+    record: Record | ConnectionState
     reason: str
     detail: str
 
@@ -52,14 +52,20 @@ class Rejections:
         self._counts: dict[str, int] = dict.fromkeys(reasons, 0)
         self._parked: deque[Parked] = deque(maxlen=keep)
 
-    def add(self, record: Record, reason: str, detail: str) -> None:
+    def add(self, record: Record | ConnectionState, reason: str, detail: str) -> None:
         """Park ``record``: count it under ``reason``, keep it, log it (bounded)."""
         with self._lock:
             count = self._counts.get(reason, 0) + 1
             self._counts[reason] = count
             self._parked.append(Parked(record, reason, detail))
         if count <= _LOG_FIRST or count % _LOG_EVERY == 0:
-            what = f"{record.name!r} event" if isinstance(record, EventRecord) else "gap"
+            what = (
+                f"{record.name!r} event"
+                if isinstance(record, EventRecord)
+                else "gap"
+                if isinstance(record, GapRecord)
+                else "connection state"
+            )
             log.error(
                 "%s: rejected a %s of VM %r for good (%s: %s); the records behind it go on"
                 " (%d rejected for %s so far%s)",

@@ -1,13 +1,17 @@
-"""What the fan-out needs of a sink: a non-blocking, bounded ``submit`` and its counters."""
+"""What the fan-out needs of a sink: a non-blocking, bounded ``submit`` and its counters.
+
+A sink that also keeps each VM's connection state (:class:`StateSink`) takes the
+fan-out's :class:`~.records.ConnectionState` changes, in order with the records.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from qmpevents.collect.records import Record
+from qmpevents.collect.records import ConnectionState, Record
 
-__all__ = ["Sink"]
+__all__ = ["Sink", "StateSink"]
 
 
 class Sink(Protocol):
@@ -45,3 +49,16 @@ class Sink(Protocol):
 
     async def aclose(self) -> object:
         """Store everything taken (within the sink's own time bound) and stop."""
+
+
+@runtime_checkable
+class StateSink(Protocol):
+    """A sink that keeps connection states (the SQLite history: ``connections``).
+
+    ``submit_state`` takes a change (with the gap it opens or closes, stored with it)
+    on the same terms as ``submit``, queued behind the records submitted before it.
+    A gap that comes with a state change reaches such a sink only inside it.
+    """
+
+    def submit_state(self, state: ConnectionState) -> None:
+        """Take ``state`` (and its gap); it is stored later, after what came before it."""

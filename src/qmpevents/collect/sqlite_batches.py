@@ -14,6 +14,10 @@ Records are written in the order they arrived, and every write of a gap is also
 appended to the journal (:mod:`.outbox_journal`) in the same transaction, so that
 what is published from the history comes out in that order. The :class:`Outcome`
 says where the journal ends after the commit.
+
+A :class:`~.records.ConnectionState` is written in its place among them: its gap
+(if any) as any gap, and the VM's row of ``connections`` (see
+:data:`~.sqlite_schema.CONNECTION_MIGRATIONS`), together or not at all.
 """
 
 from __future__ import annotations
@@ -24,12 +28,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from qmpevents.collect.outbox_journal import JOURNAL_GAP, Cursor, journal_tail
-from qmpevents.collect.records import EventRecord, GapRecord, Record
+from qmpevents.collect.records import ConnectionState, EventRecord, GapRecord, Record
 
 __all__ = [
     "SQLITE_REASONS",
     "BatchPolicy",
     "Outcome",
+    "Written",
     "is_storage_error",
     "rejection_reason",
     "write_batch",
@@ -44,6 +49,14 @@ _UPSERT_GAP = (
     "INSERT INTO gaps (vm, started, ended, reason) VALUES (?, ?, ?, ?)"
     " ON CONFLICT (vm, started) DO UPDATE SET ended = excluded.ended, reason = excluded.reason"
 )
+
+_UPSERT_CONNECTION = (
+    "INSERT INTO connections (vm, connected, since) VALUES (?, ?, ?)"
+    " ON CONFLICT (vm) DO UPDATE SET connected = excluded.connected, since = excluded.since"
+)
+
+Written = Record | ConnectionState
+"""What the SQLite history takes: the records, and each VM's connection changes."""
 
 SQLITE_REASONS = ("integrity", "data", "encoding", "invalid")
 """Why SQLite rejects a record: a constraint (``IntegrityError``), a value it cannot
@@ -81,7 +94,7 @@ class Outcome:
     and the journal's ``tail`` after the commit (``None``: nothing was written)."""
 
     committed: int = 0
-    rejected: list[tuple[Record, str, str]] = field(default_factory=list)
+    rejected: list[tuple[Written, str, str]] = field(default_factory=list)
     tail: Cursor | None = None
 
 
@@ -111,7 +124,7 @@ def _gap_row(r: GapRecord) -> tuple[object, ...]:
     return (r.vm, r.started, r.ended, r.reason)
 
 
-def _insert_all(conn: sqlite3.Connection, records: list[Record]) -> None:
+def _insert_all(conn: sqlite3.Connection, records: list[Written]) -> None:
     """Insert in arrival order: runs of events at once, each gap with its journal entry."""
     run: list[tuple[object, ...]] = []
     for record in records:
@@ -126,13 +139,17 @@ def _insert_all(conn: sqlite3.Connection, records: list[Record]) -> None:
         conn.executemany(_INSERT_EVENT, run)
 
 
-def _insert_one(conn: sqlite3.Connection, record: Record) -> None:
+def _insert_one(conn: sqlite3.Connection, record: Written) -> None:
     if isinstance(record, EventRecord):
         conn.execute(_INSERT_EVENT, _event_row(record))
     elif isinstance(record, GapRecord):
         row = _gap_row(record)
         conn.execute(_UPSERT_GAP, row)
         conn.execute(JOURNAL_GAP, row)
+    elif isinstance(record, ConnectionState):
+        if record.gap is not None:
+            _insert_one(conn, record.gap)
+        conn.execute(_UPSERT_CONNECTION, (record.vm, record.connected, record.since))
     else:
         raise TypeError(f"not a record: {type(record).__name__}")
 
@@ -152,7 +169,7 @@ def _transaction(conn: sqlite3.Connection, body: Callable[[], None]) -> Cursor:
         raise
 
 
-def write_batch(conn: sqlite3.Connection, records: list[Record]) -> Outcome:
+def write_batch(conn: sqlite3.Connection, records: list[Written]) -> Outcome:
     """Commit ``records`` (see the module docstring); storage errors are raised, rolled back."""
     if not records:
         return Outcome()
@@ -166,7 +183,7 @@ def write_batch(conn: sqlite3.Connection, records: list[Record]) -> Outcome:
     return _write_each(conn, records)
 
 
-def _write_each(conn: sqlite3.Connection, records: list[Record]) -> Outcome:
+def _write_each(conn: sqlite3.Connection, records: list[Written]) -> Outcome:
     outcome = Outcome()
 
     def each() -> None:

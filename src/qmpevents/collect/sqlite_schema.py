@@ -19,14 +19,19 @@ __all__ = [
     "ACTION_VERSION",
     "ARCHIVE_MIGRATIONS",
     "ARCHIVE_VERSION",
+    "CONNECTION_MIGRATIONS",
+    "CONNECTION_VERSION",
+    "LATEST_GAP_STATE",
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "connect",
     "default_db_path",
     "has_archive",
+    "has_connections",
     "migrate",
     "migrate_actions",
     "migrate_archive",
+    "migrate_connections",
     "unwritable_reason",
     "version_of",
 ]
@@ -139,6 +144,50 @@ ACTION_MIGRATIONS: tuple[tuple[str, ...], ...] = (
 ACTION_VERSION = len(ACTION_MIGRATIONS)
 
 
+LATEST_GAP_STATE = (
+    "SELECT vm, ended IS NOT NULL AS connected, COALESCE(ended, started) AS since FROM gaps AS g"
+    " WHERE started = (SELECT MAX(started) FROM gaps WHERE vm = g.vm)"
+)
+"""``(vm, connected, since)`` as a history without ``connections`` implies it: a VM whose
+latest gap is closed was connected from its end on (a collector that stops opens a
+gap for each VM it is connected to), one whose latest gap is open was not."""
+
+CONNECTION_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: each VM's connection as the collector last recorded it (ConnectionState):
+    # connected or not, since when; written in the transaction of the gap it opens or
+    # closes. A collector restarted after SIGKILL reads it (History.left_connected).
+    # An older history's VMs are filled in from their latest gaps, as it implied them.
+    (
+        """CREATE TABLE connections (
+            vm TEXT PRIMARY KEY,
+            connected INTEGER NOT NULL,
+            since REAL NOT NULL
+        )""",
+        f"INSERT INTO connections (vm, connected, since) {LATEST_GAP_STATE}",
+    ),
+)
+"""The connection states' layout, versioned apart (``connection_version``) like the
+archive's; a history gets it from its collector's writer (:mod:`.sqlite_store`)."""
+
+CONNECTION_VERSION = len(CONNECTION_MIGRATIONS)
+
+
+def has_connections(conn: sqlite3.Connection) -> bool:
+    """Whether the database has the connection states (an older one may not, yet)."""
+    row = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'connections'"
+    ).fetchone()
+    return row is not None
+
+
+def migrate_connections(conn: sqlite3.Connection) -> int:
+    """Create or update the connection states of a writable connection; return the old version.
+
+    The history's own migrations must have run first (:func:`connect`).
+    """
+    return _migrate_part(conn, "connection", CONNECTION_MIGRATIONS)
+
+
 def migrate_actions(conn: sqlite3.Connection) -> int:
     """Create or update the action tables of a writable connection; return the old version."""
     return _migrate_part(conn, "action", ACTION_MIGRATIONS)
@@ -168,7 +217,7 @@ def _migrate_part(
     Each step commits on its own; returns the version found.
     """
     path = Path(conn.execute("PRAGMA database_list").fetchone()[2])
-    table = f"{part}_version"  # one of two fixed names, never user input
+    table = f"{part}_version"  # one of a few fixed names, never user input
     conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (version INTEGER NOT NULL)")
     row = conn.execute(f"SELECT version FROM {table}").fetchone()
     current = int(row[0]) if row else 0

@@ -25,6 +25,14 @@ How much a crash can lose, and how that is bounded (the numbers are the defaults
 - The writer thread survives any exception: an unexpected one is logged with its
   traceback, counted in :attr:`SQLiteStore.failures` and retried like a storage error.
 
+Each VM's connection state (:meth:`SQLiteStore.submit_state`) goes the same way,
+in order with the records and in the transaction of the gap it opens or closes, into
+the table ``connections`` (created on an older history by the writer's first
+connection, :func:`~.sqlite_schema.migrate_connections`). After SIGKILL it says
+which VMs the dead collector was receiving from (:meth:`~.history.History.left_connected`).
+A state counts as one record in :attr:`~SQLiteStore.committed`,
+:attr:`~SQLiteStore.depth` and :attr:`~SQLiteStore.dropped`.
+
 With ``refuse_unwritable``, :meth:`SQLiteStore.open` raises
 :class:`~qmpevents.errors.ConfigError` when the database cannot be opened for writing
 at all (a directory, a path under a regular file, ``/proc``): what the collector wants
@@ -45,15 +53,21 @@ from pathlib import Path
 from qmpevents.collect.buffer import DropOldestBuffer
 from qmpevents.collect.history import EventCount, History
 from qmpevents.collect.outbox_journal import Cursor, journal_tail
-from qmpevents.collect.records import Record
+from qmpevents.collect.records import ConnectionState, Record
 from qmpevents.collect.rejects import Rejections
 from qmpevents.collect.sqlite_batches import (
     SQLITE_REASONS,
     BatchPolicy,
+    Written,
     is_storage_error,
     write_batch,
 )
-from qmpevents.collect.sqlite_schema import connect, default_db_path, unwritable_reason
+from qmpevents.collect.sqlite_schema import (
+    connect,
+    default_db_path,
+    migrate_connections,
+    unwritable_reason,
+)
 from qmpevents.errors import ConfigError
 
 __all__ = ["BatchPolicy", "SQLiteStore"]
@@ -92,7 +106,7 @@ class SQLiteStore:
         self._clock = clock
         self._cond = threading.Condition()
         # (arrival time on self._clock, record), oldest first
-        self._buffer: DropOldestBuffer[tuple[float, Record]] = DropOldestBuffer(buffer_limit)
+        self._buffer: DropOldestBuffer[tuple[float, Written]] = DropOldestBuffer(buffer_limit)
         self._in_flight = 0
         self._flush_wanted = False
         self._closing = False
@@ -125,6 +139,13 @@ class SQLiteStore:
         Once :meth:`close` was called, records are no longer taken: each is counted
         in :attr:`dropped` instead.
         """
+        self._take(record)
+
+    def submit_state(self, state: ConnectionState) -> None:
+        """Queue a VM's connection ``state`` (and its gap) as :meth:`submit` queues a record."""
+        self._take(state)
+
+    def _take(self, record: Written) -> None:
         with self._cond:
             if self._closing:
                 self._buffer.dropped += 1
@@ -260,7 +281,7 @@ class SQLiteStore:
             self.on_commit()
         return True
 
-    def _write_failed(self, error: Exception, batch: list[tuple[float, Record]]) -> bool:
+    def _write_failed(self, error: Exception, batch: list[tuple[float, Written]]) -> bool:
         """Keep ``batch`` for a retry after the backoff; False when closing gives up."""
         with self._cond:
             self._in_flight = 0
@@ -289,7 +310,7 @@ class SQLiteStore:
         self._delay = min(self._delay * 2, self.retry_max)
         return True
 
-    def _next_batch(self, retry_at: float | None) -> list[tuple[float, Record]] | None:
+    def _next_batch(self, retry_at: float | None) -> list[tuple[float, Written]] | None:
         """Wait (holding the condition) until a batch is due; None when closed and empty.
 
         After a failure (``retry_at`` set) only the backoff decides, cut short by the
@@ -334,7 +355,7 @@ class SQLiteStore:
 
     def _first_connect(self) -> None:
         try:
-            self._conn = connect(self.path)
+            self._conn = self._connect()
             self.journal_tail = journal_tail(self._conn)
         except ConfigError as error:
             self._open_error = error
@@ -347,12 +368,22 @@ class SQLiteStore:
             else:
                 self._failed(error)
 
-    def _write(self, records: list[Record]) -> int:
+    def _connect(self) -> sqlite3.Connection:
+        """A writable connection to the history, its connection states created if missing."""
+        conn = connect(self.path)
+        try:
+            migrate_connections(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _write(self, records: list[Written]) -> int:
         """Commit ``records`` (rejecting those SQLite refuses); return how many were committed."""
         if not records:
             return 0
         if self._conn is None:
-            self._conn = connect(self.path)
+            self._conn = self._connect()
         try:
             outcome = write_batch(self._conn, records)
         except Exception:
