@@ -9,6 +9,8 @@ Exit statuses:
   timeout; a last line on stderr says how many per sink. Records committed to
   SQLite and not yet published to NATS are not lost (they wait in the journal, and
   the next start publishes them): they do not make the status 1;
+  also 1 when a source failed on its own (a libvirt host's callback broke): the
+  collector stops rather than go on without it, after storing what it received;
 - 2: a usage error, printed as one line, before anything is collected: a bad option,
   target or configuration file, a metrics address, or a ``--db`` that cannot be
   written (a directory, a path under a file, ``/proc``, an empty path).
@@ -43,6 +45,8 @@ from qmpevents.collect.names import escape_controls
 from qmpevents.collect.sqlite_schema import default_db_path
 from qmpevents.collect.web_app import HttpOptions
 from qmpevents.errors import ConfigError
+from qmpevents.sources.libvirt import import_libvirt
+from qmpevents.sources.libvirt_uri import is_libvirt_target
 from qmpevents.sources.targets import NATS_SCHEME, parse_nats_servers
 
 __all__ = ["collect", "http_options"]
@@ -236,7 +240,9 @@ def collect(
     received and the bytes QEMU sent; the intervals without a connection are stored
     as gaps. With --listen, QEMUs connect to the collector instead (each VM named
     by its -name, else pid-PID); a QEMU that reconnects is the same VM, and the time
-    it was away is a gap. Command-line options override --config. After SIGKILL at most about two
+    it was away is a gap. A qemu:///system TARGET is every domain of that libvirt
+    host (?domain=NAME for one), each under its name, attached as it starts (needs
+    qmpevents[libvirt]). Command-line options override --config. After SIGKILL at most about two
     batches (--batch-size records, or --batch-interval seconds) are lost, and the
     restarted collector records the time it was not running as a gap.
 
@@ -254,11 +260,15 @@ def collect(
             servers = list(parse_nats_servers(fleet[0]))
             _log_to_stderr()
             raise SystemExit(_archive(servers, config))
-        extra = tuple(vm_from_argument(target) for target in targets)
+        hosts = tuple(target for target in targets if is_libvirt_target(target))
+        extra = tuple(vm_from_argument(target) for target in targets if target not in hosts)
+        if hosts or config.libvirt:
+            import_libvirt()  # ConfigError naming the extra when libvirt-python is missing
         config = merged(
             config,
             vms=config.vms + extra if extra else None,
             listen=config.listen + listen if listen else None,
+            libvirt=config.libvirt + hosts if hosts else None,
             watch_dir=watch_dir,
             watch_interval=watch_interval,
             db=db,
@@ -272,7 +282,7 @@ def collect(
         )
     except ConfigError as error:
         raise _UsageLine(str(error)) from None
-    if not config.vms and config.watch_dir is None and not config.listen:
+    if not config.vms and config.watch_dir is None and not config.listen and not config.libvirt:
         raise _UsageLine(
             "nothing to collect: give a TARGET, --watch-dir, --listen or a --config with VMs"
         )
@@ -285,6 +295,9 @@ def collect(
         stopped_by = asyncio.run(_run(collector))
     except (ConfigError, OSError) as error:
         raise _UsageLine(escape_controls(str(error))) from None
+    if collector.failure is not None:
+        click.echo(f"qmpevents collect: stopped: {collector.failure}", err=True)
+        raise SystemExit(1)
     not_stored = collector.not_stored()
     if not_stored:
         counts = ", ".join(f"{sink}: {count}" for sink, count in not_stored.items())

@@ -10,12 +10,16 @@ connects, under its ``-name``, and stays attached (a reconnection is the same VM
 its absence a gap). A name already attached otherwise (a configured target, a
 watched socket) is not attached twice: that QEMU is dropped, with one log line.
 
-Gaps across runs: at start the history says which VMs a previous run left with an
-open gap (closed by their first connection now) and which it was still connected to
-when it died without closing anything (SIGKILL, crash). Each of the latter gets an
-open gap ``"collector was not running"`` from the last moment that run is known to
-have received from the VM (:meth:`~.history.History.left_connected`); every event
-the dead run received but had not committed falls inside that gap.
+Gaps: a VM's gap is the time it was lost, from a loss (or a stop) while connected
+to its next connection; the time before a VM's first connection is none (nothing
+was missed), so a VM that never connects has no gap. The history keeps each VM's
+connection state (table ``connections``, written with the gaps and events, in
+order), and across runs it says which VMs a previous run left with an open gap
+(closed by their first connection now) and which it was still connected to when it
+died without closing anything (SIGKILL, crash). Each of the latter gets an open gap
+``"collector was not running"`` from the last moment that run is known to have
+received from the VM (:meth:`~.history.History.left_connected`); every event the
+dead run received but had not committed falls inside that gap.
 
 Stopping (:meth:`Collector.stop`, SIGTERM or SIGINT under :meth:`Collector.run`):
 connections are closed after recording what they received, the fan-out opens a gap
@@ -52,6 +56,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from qmpevents.client.backoff import Backoff
 from qmpevents.collect.actions.runner import ActionRunner
 from qmpevents.collect.actions.store import ActionStore
 from qmpevents.collect.config import CollectorConfig, VMSpec
@@ -68,7 +73,14 @@ from qmpevents.collect.sink import Sink
 from qmpevents.collect.sqlite_store import BatchPolicy, SQLiteStore
 from qmpevents.collect.web_app import HttpOptions, WebServer, start_web_server
 from qmpevents.errors import ConfigError
-from qmpevents.sources import ListenSource, VMSource
+from qmpevents.sources import (
+    Connected,
+    Disconnected,
+    DomainSource,
+    LibvirtSource,
+    ListenSource,
+    VMSource,
+)
 
 __all__ = ["NOT_RUNNING", "SOCKET_REMOVED", "Collector"]
 
@@ -125,6 +137,8 @@ class Collector:
         self._watcher: asyncio.Task[None] | None = None
         self._listeners: list[ListenSource] = []
         self._listening: list[asyncio.Task[None]] = []
+        self._hosts: list[LibvirtSource] = []
+        self.failure: BaseException | None = None  # what stopped the collector, if not a signal
         self._refused: set[str] = set()
         self._stopped = asyncio.Event()
         self._signal: signal.Signals | None = None
@@ -202,6 +216,50 @@ class Collector:
             self._listeners.append(source)
             await source.start()
             self._listening.append(asyncio.create_task(self._listen(source), name=f"listen {path}"))
+        for uri in self.config.libvirt:
+            host = LibvirtSource(
+                uri,
+                queue_size=self.policy.queue_size,
+                policy="block",  # libvirt cannot be held back: past its hard limit, counted
+                backoff=Backoff(self.policy.backoff, self.policy.max_backoff),
+            )
+            self._hosts.append(host)
+            await host.start()
+            task = asyncio.create_task(self._libvirt(host), name=f"libvirt {uri}")
+            task.add_done_callback(self._must_not_end)
+            self._listening.append(task)
+
+    async def _libvirt(self, host: LibvirtSource) -> None:
+        """Attach each domain of a libvirt host as it is announced; log libvirtd's state."""
+        async for item in host:
+            if isinstance(item, DomainSource):
+                name = safe_name(item.name)
+                if name in self._endpoints:
+                    if name not in self._refused:
+                        self._refused.add(name)
+                        log.error(
+                            "%s: domain %r not attached: the name is attached already",
+                            host.name,
+                            name,
+                        )
+                    await item.aclose()
+                    continue
+                self.attach_source(name, item, f"libvirt:{host.target.text}")
+            elif isinstance(item, Connected):
+                log.info("%s: %s", host.name, item.detail)
+            elif isinstance(item, Disconnected):
+                log.warning("%s: disconnected from libvirtd: %s", host.name, item.reason)
+            else:
+                log.warning("%s: libvirtd not reachable: %s", host.name, item.reason)
+
+    def _must_not_end(self, task: asyncio.Task[None]) -> None:
+        """A source that ends on its own failed: stop the collector rather than go on blind."""
+        if task.cancelled() or self._stopped.is_set():
+            return
+        error = task.exception() or RuntimeError(f"{task.get_name()} ended")
+        log.error("%s failed: %s; stopping after storing what was received", task.get_name(), error)
+        self.failure = error
+        self.stop()
 
     async def _listen(self, source: ListenSource) -> None:
         async for vm in source:
@@ -219,15 +277,20 @@ class Collector:
                 continue
             self.attach_source(name, vm)
 
-    def attach_source(self, name: str, source: VMSource) -> Endpoint:
-        """Collect from a VM that connected to us (``ConfigError`` if ``name`` is taken)."""
+    def attach_source(
+        self, name: str, source: VMSource | DomainSource, target: str | None = None
+    ) -> Endpoint:
+        """Collect from a VM that connected to us, or a libvirt domain (``ConfigError`` if taken).
+
+        ``target`` names where it comes from (``listen:PATH`` by default).
+        """
         if self.fanout is None:
             raise RuntimeError("attach_source() before start()")
         if name in self._endpoints:
             raise ConfigError(f"VM {name!r} is attached already")
         endpoint = Endpoint(
             name,
-            f"listen:{source.path}",
+            target or (f"listen:{source.path}" if isinstance(source, VMSource) else source.uri),
             self.fanout,
             self.policy,
             self.on_status,
@@ -270,7 +333,7 @@ class Collector:
         return endpoint
 
     async def detach(self, name: str, reason: str) -> None:
-        """Stop collecting from VM ``name``, recording a gap for ``reason`` unless one is open."""
+        """Stop collecting from VM ``name``, recording a gap for ``reason`` if it is connected."""
         endpoint = self._endpoints.pop(name, None)
         if endpoint is None or self.fanout is None:
             return
@@ -352,12 +415,14 @@ class Collector:
         await asyncio.gather(*self._listening, return_exceptions=True)
         self._listening = []
         listeners, self._listeners = self._listeners, []
+        hosts, self._hosts = self._hosts, []
         if self.actions is not None:  # before the connections its steps use go
             await self.actions.aclose()
             self.actions = None
         # Closing a listener closes its VMs' connections; their endpoints record what
         # they hold (below), and the socket files go.
         await asyncio.gather(*(listener.aclose() for listener in listeners))
+        await asyncio.gather(*(host.aclose() for host in hosts))
         endpoints, self._endpoints = list(self._endpoints.values()), {}
         await asyncio.gather(*(endpoint.aclose() for endpoint in endpoints))
         if self.fanout is not None:
