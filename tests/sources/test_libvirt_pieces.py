@@ -25,7 +25,11 @@ RESUME = decode_event(b'{"timestamp": {"seconds": 1, "microseconds": 3}, "event"
         ("qemu:///system", "qemu:///system", None),
         ("qemu:///system?domain=web", "qemu:///system", "web"),
         ("qemu:///session?domain=a%20b", "qemu:///session", "a b"),
-        ("qemu+ssh://root@h/system?domain=x&no_verify=1", "qemu+ssh://root@h/system?no_verify=1", "x"),
+        (
+            "qemu+ssh://root@h/system?domain=x&no_verify=1",
+            "qemu+ssh://root@h/system?no_verify=1",
+            "x",
+        ),
         ("qemu+unix:///system?socket=/run/l.sock", "qemu+unix:///system?socket=/run/l.sock", None),
     ],
 )

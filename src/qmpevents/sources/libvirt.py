@@ -69,9 +69,10 @@ _ANY_JSON = msgspec.json.Decoder()
 def import_libvirt() -> tuple[ModuleType, ModuleType, ModuleType]:
     """``(libvirt, libvirt_qemu, libvirtaio)``; ``ConfigError`` naming the extra if absent."""
     try:
-        import libvirt
         import libvirt_qemu
         import libvirtaio
+
+        import libvirt
     except ImportError as error:
         raise ConfigError(f"{LIBVIRT_EXTRA_HINT}: {error}") from None
     # libvirt prints every error to stderr by default; ours carry its message.
@@ -387,7 +388,9 @@ class LibvirtSource:
             data = _ANY_JSON.decode(details) if details else None
             if data is not None and not isinstance(data, dict):
                 raise ValueError(f"data is not a JSON object: {str(details)[:200]!r}")
-            decoded = decode_event(encode_event(event, seconds, micros, data))
+            # The line as a socket's framer would hand it on: without its CRLF.
+            line = encode_event(event, seconds, micros, data).removesuffix(b"\r\n")
+            decoded = decode_event(line)
         except (QMPEventsError, ValueError, TypeError, msgspec.DecodeError) as error:
             self.rejected += 1
             log.warning("%s: an event libvirt passed on does not decode: %s", self.name, error)
