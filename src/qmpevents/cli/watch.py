@@ -141,28 +141,18 @@ async def _watch(
     # "block": a watcher behind a paused pager or a slow pipe (| jq) must not
     # lose events; QEMU keeps them in its output buffer until we read again,
     # and this socket has no other client for us to stall.
-    sources = [
-        t.source(
-            names=names,
-            where=where,
-            reconnect=reconnect,
-            backoff=Backoff(give_up_after=RECONNECT_GIVE_UP),
-            policy="block",
-        )
-        for t in targets
-        if t.monitor
-    ]
-    hosts = [
-        t.libvirt_source(
-            names=names,
-            where=where,
-            reconnect=reconnect,
-            backoff=Backoff(give_up_after=RECONNECT_GIVE_UP),
-            policy="block",
-        )
-        for t in targets
-        if t.libvirt is not None
-    ]
+    def attached() -> dict[str, Any]:
+        """The options of a QMP or libvirt source (each its own backoff)."""
+        return {
+            "names": names,
+            "where": where,
+            "reconnect": reconnect,
+            "backoff": Backoff(give_up_after=RECONNECT_GIVE_UP),
+            "policy": "block",
+        }
+
+    sources = [t.source(**attached()) for t in targets if t.monitor]
+    hosts = [t.libvirt_source(**attached()) for t in targets if t.libvirt is not None]
     fleets = [
         t.fleet_source(names=names, where=where, vm=vm_glob, since=since)
         for t in targets

@@ -174,10 +174,7 @@ CONNECTION_VERSION = len(CONNECTION_MIGRATIONS)
 
 def has_connections(conn: sqlite3.Connection) -> bool:
     """Whether the database has the connection states (an older one may not, yet)."""
-    row = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'connections'"
-    ).fetchone()
-    return row is not None
+    return _has_table(conn, "connections")
 
 
 def migrate_connections(conn: sqlite3.Connection) -> int:
@@ -195,10 +192,12 @@ def migrate_actions(conn: sqlite3.Connection) -> int:
 
 def has_archive(conn: sqlite3.Connection) -> bool:
     """Whether the database is a central archive (has the archive tables)."""
-    row = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'archive_events'"
-    ).fetchone()
-    return row is not None
+    return _has_table(conn, "archive_events")
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    return conn.execute(query, (name,)).fetchone() is not None
 
 
 def migrate_archive(conn: sqlite3.Connection) -> int:
