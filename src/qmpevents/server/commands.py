@@ -23,6 +23,7 @@ from qmpevents.protocol.arguments import ArgumentError, NoArguments, convert_arg
 from qmpevents.protocol.requests import COMMAND_NOT_FOUND, GENERIC_ERROR, Request
 
 if TYPE_CHECKING:
+    from qmpevents.server.fdpass import MonitorFds
     from qmpevents.server.server import QMPServer
 
 __all__ = [
@@ -60,12 +61,14 @@ class CommandContext:
 
     ``server`` is the server running the command (to emit events, change the VM
     state, ...); ``peer`` names the client connection for logs; ``oob`` tells an
-    ``exec-oob`` request from an ``execute`` one.
+    ``exec-oob`` request from an ``execute`` one; ``fds`` holds the descriptors
+    the client passed and named (None when no monitor connection sent it).
     """
 
     server: QMPServer
     peer: str
     oob: bool = False
+    fds: MonitorFds | None = None
     _after_reply: list[Callable[[], object]] = field(default_factory=list)
 
     def after_reply(self, callback: Callable[[], object]) -> None:

@@ -24,6 +24,7 @@ from typing import Any, Final, Protocol
 from qmpevents.protocol.requests import Request
 from qmpevents.protocol.server_session import GreetingInfo, Reply, ServerSession, WorkItem
 from qmpevents.server.commands import CommandContext, CommandRegistry, QMPCommandFailure
+from qmpevents.server.fdpass import MonitorFds, claim_connection
 
 __all__ = ["Monitor", "MonitorOwner", "MonitorServer"]
 
@@ -41,6 +42,10 @@ class MonitorOwner(Protocol):
 
     def detach(self, monitor: Monitor) -> None:
         """The connection is gone."""
+
+    @property
+    def named_fds(self) -> dict[str, int]:
+        """The descriptors ``getfd`` named on this monitor (shared by its connections)."""
 
 
 class MonitorServer(Protocol):
@@ -82,6 +87,8 @@ class Monitor(asyncio.Protocol):
         self._worker: asyncio.Task[None] | None = None
         self._reading = True
         self._closed_event = asyncio.Event()
+        #: Descriptors the client passed (SCM_RIGHTS on a unix socket) and named.
+        self.fds = MonitorFds(owner.named_fds)
 
     @property
     def negotiated(self) -> bool:
@@ -99,6 +106,10 @@ class Monitor(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         self.peer = _peer_name(transport, self.peer)
+        sock = transport.get_extra_info("socket")
+        connection = claim_connection(sock.fileno()) if sock is not None else None
+        if connection is not None:
+            connection.sink = self.fds.receive
         # Not our turn yet (one client per socket): no greeting, no reading.
         self._set_reading(False)
         self._owner.attach(self)
@@ -129,6 +140,7 @@ class Monitor(asyncio.Protocol):
         self._queue.clear()
         self._queued_requests = 0
         self._closed_event.set()
+        self.fds.close()
         self._owner.detach(self)
 
     # --- called by the owner and the server ----------------------------------
@@ -212,6 +224,7 @@ class Monitor(asyncio.Protocol):
 
     async def _run(self, request: Request) -> None:
         ctx = self._server.context(self.peer, request.oob)
+        ctx.fds = self.fds
         try:
             value = await self._server.commands.dispatch(request, ctx)
         except QMPCommandFailure as failure:

@@ -43,7 +43,12 @@ from qmpevents.server.commands import (
     CommandSpec,
 )
 from qmpevents.server.monitor import Monitor
-from qmpevents.server.sockets import Listener, open_tcp_listener, open_unix_listener
+from qmpevents.server.sockets import (
+    Listener,
+    open_inherited_listener,
+    open_tcp_listener,
+    open_unix_listener,
+)
 from qmpevents.server.vmstate import VMState
 from qmpevents.throttle import RateLimiter
 
@@ -200,6 +205,21 @@ class QMPServer:
         log.info("listening on unix:%s", path)
         return path
 
+    async def listen_fd(self, fd: int, *, multi_client: bool = False) -> str:
+        """Serve QMP on the listening socket ``fd`` a parent process passed us.
+
+        Returns its address (``unix:PATH`` or ``tcp:HOST:PORT``). A unix socket's
+        file is removed on close, as QEMU removes it; its clients can pass
+        descriptors (:mod:`qmpevents.server.fdpass`).
+        """
+        self._check_open()
+        listener = await open_inherited_listener(
+            self, fd, self._monitors, multi_client=multi_client
+        )
+        self._listeners.append(listener)
+        log.info("listening on inherited fd %d (%s)", fd, listener.label)
+        return listener.label
+
     async def listen_tcp(
         self,
         host: str = "127.0.0.1",
@@ -224,6 +244,13 @@ class QMPServer:
         self._listeners.append(listener)
         log.info("listening on tcp:%s:%d", *address)
         return address
+
+    def listener_peers(self, address: str) -> list[str]:
+        """The clients the listener on ``address`` (``unix:PATH``, ``tcp:HOST:PORT``) serves now."""
+        for listener in self._listeners:
+            if listener.label == address:
+                return listener.active_peers
+        return []
 
     @property
     def connections(self) -> int:

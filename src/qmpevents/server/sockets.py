@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from qmpevents.addresses import is_loopback
 from qmpevents.errors import ConfigError
+from qmpevents.server.fdpass import FdPassingSocket, close_named
 from qmpevents.server.monitor import Monitor
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Listener",
     "clear_stale_socket",
+    "open_inherited_listener",
     "open_tcp_listener",
     "open_unix_listener",
     "remove_if_ours",
@@ -111,6 +113,13 @@ class Listener:
         self._asyncio_server: asyncio.Server | None = None
         self._unix_path: str | None = None
         self._unix_inode = 0
+        #: The descriptors ``getfd`` named on this monitor: its connections share them.
+        self.named_fds: dict[str, int] = {}
+
+    @property
+    def active_peers(self) -> list[str]:
+        """The clients served now (their greeting sent), by :attr:`Monitor.peer`."""
+        return [monitor.peer for monitor in self._active]
 
     def protocol_factory(self) -> Monitor:
         """A new :class:`Monitor` for an accepted connection."""
@@ -147,6 +156,7 @@ class Listener:
         if self._unix_path is not None:
             remove_if_ours(self._unix_path, self._unix_inode)
             self._unix_path = None
+        close_named(self.named_fds)
 
     def _start(self, monitor: Monitor) -> None:
         self._active.add(monitor)
@@ -163,7 +173,8 @@ async def open_unix_listener(
     there or the path exists and is not a socket.
     """
     clear_stale_socket(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # Its connections can pass descriptors (getfd), as on QEMU's unix sockets.
+    sock = FdPassingSocket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         # Linux creates the file with the mode of the socket inode: set it before
         # bind so that no other user can connect in the window before chmod.
@@ -185,6 +196,47 @@ async def open_unix_listener(
         raise
     listener._unix_path = path
     listener._unix_inode = inode
+    return listener
+
+
+async def open_inherited_listener(
+    server: QMPServer, fd: int, monitors: set[Monitor], *, multi_client: bool
+) -> Listener:
+    """Serve on listening socket ``fd``, inherited from our parent (QEMU's ``fd=N``).
+
+    libvirt creates the monitor socket itself and passes it open: the socket is
+    put in the listening state (again). As QEMU does with any listening unix
+    socket, its file is removed when the listener closes (if it is still that
+    socket's). A unix socket's connections can pass descriptors. Raises
+    :class:`ConfigError` when ``fd`` is not a stream socket.
+    """
+    try:
+        sock = FdPassingSocket(fileno=fd)
+    except OSError as error:
+        raise ConfigError(f"File descriptor '{fd}' is not a socket: {_reason(error)}") from None
+    try:
+        if sock.type != socket.SOCK_STREAM:
+            raise ConfigError(f"File descriptor '{fd}' is not a stream socket")
+        address = sock.getsockname()
+        path = ""
+        if sock.family == socket.AF_UNIX:
+            path = address if isinstance(address, str) else address.decode()
+            label = f"unix:{path}"
+        else:
+            label = f"tcp:{address[0]}:{address[1]}"
+        listener = Listener(server, label, monitors, multi_client=multi_client)
+        loop = asyncio.get_running_loop()
+        _quiet_accept_exhaustion(loop)
+        listener._asyncio_server = await loop.create_server(
+            listener.protocol_factory, sock=sock, backlog=_BACKLOG
+        )
+    except BaseException:
+        sock.close()
+        raise
+    if path and not path.startswith("\0"):
+        with contextlib.suppress(OSError):
+            listener._unix_inode = os.stat(path).st_ino
+            listener._unix_path = path
     return listener
 
 
