@@ -7,7 +7,7 @@ EXTRAS := dev$(shell pkg-config --exists libvirt 2>/dev/null && echo ,libvirt)
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: demo test lint typecheck pytest bench reference fuzz stress clean
+.PHONY: demo test lint typecheck pytest bench reference libvirt-recording fuzz stress clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ stress: $(STAMP)
 # Re-record tests/data/qemu-7.2 from the installed QEMU (see tests/data/README.md).
 reference: $(STAMP)
 	$(BIN)/python tools/record_reference.py $(NAMES)
+
+# Re-record what libvirt asks QEMU (its capability probe, a domain start) into the
+# simulator's src/qmpevents/sim/data; needs root and libvirtd (see tests/data/README.md).
+libvirt-recording: $(STAMP)
+	$(BIN)/python tools/record_libvirt.py
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -65,6 +65,7 @@ def test_the_wheel_carries_what_commands_need_and_no_tests(dist: Path) -> None:
     (wheel,) = dist.glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "qmpevents/sim/scenarios/demo.toml" in names
+    assert "qmpevents/sim/data/libvirt-qemu-7.2.json" in names
     assert "qmpevents/py.typed" in names
     assert not [n for n in names if n.startswith("tests/")]
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

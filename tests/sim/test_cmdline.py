@@ -45,7 +45,6 @@ def test_drive_quorum_keeps_its_device_name() -> None:
         (["-action", "bogus=1"], "-action bogus=1: Invalid parameter 'bogus'"),
         (["-uuid", "nope"], "failed to parse UUID string: wrong format"),
         (["-msg", "timestamp=maybe"], "Parameter 'timestamp' expects 'on' or 'off'"),
-        (["-accel", "kvm2"], "invalid accelerator kvm2"),
         (["-device", "pvpanic,foo=1"], "Property 'pvpanic.foo' not found"),
         (["-mon", "chardev=nope,mode=control"], 'chardev "nope" not found'),
         (["-device", "pc-dimm,id=d1"], "no slots where allocated"),

@@ -32,12 +32,19 @@ pseries-7.2          pSeries Logical Partition (PAPR compliant)
 none                 empty machine
 """
 DEVICES = """\
+USB devices:
+name "piix3-usb-uhci", bus PCI
+
+Storage devices:
+name "ide-hd", bus IDE, desc "virtual IDE disk"
+
 Input devices:
 name "virtio-serial-pci", bus PCI, alias "virtio-serial"
 name "virtserialport", bus virtio-serial-bus
 
 Misc devices:
 name "pvpanic", bus ISA
+name "virtio-balloon-pci", bus PCI, alias "virtio-balloon"
 
 Uncategorized devices:
 name "pc-dimm", desc "DIMM memory module"
@@ -91,8 +98,11 @@ def test_device_help(args: tuple[str, ...]) -> None:
 
 def test_listed_devices_and_machines_are_accepted() -> None:
     memory = ["-m", "64,slots=1,maxmem=1G", "-object", "memory-backend-ram,id=m,size=64M"]
-    needs = {"virtserialport": ["-device", "virtio-serial-pci"]}
-    properties = {"pc-dimm": ",memdev=m"}
+    needs = {
+        "virtserialport": ["-device", "virtio-serial-pci"],
+        "ide-hd": ["-blockdev", "driver=file,filename=/dev/null,node-name=n"],
+    }
+    properties = {"pc-dimm": ",memdev=m", "ide-hd": ",drive=n"}
     for model in DEVICE_MODELS:
         for name in filter(None, (model.name, model.alias)):
             device = ["-device", f"{name},id=d{properties.get(name, '')}"]

@@ -12,41 +12,32 @@ from __future__ import annotations
 
 import errno as errno_module
 import os
-from typing import TYPE_CHECKING, Any, Literal
+import random
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from qmpevents.protocol.arguments import ArgumentError, convert_arguments
 from qmpevents.server.commands import CommandContext
+from qmpevents.sim.block_options import (
+    OPTIONS,
+    BlkdebugOptions,
+    BlockdevAddArguments,
+    BlockdevDelArguments,
+    BlockdevRef,
+    DriverOnly,
+    FileOptions,
+    InjectError,
+    QuorumOptions,
+    RawOptions,
+)
 from qmpevents.sim.errors import fail
 
 if TYPE_CHECKING:
     from qmpevents.sim.machine import Machine
 
-__all__ = ["BlockError", "BlockLayer", "Node"]
+__all__ = ["BlockError", "BlockLayer", "BlockdevAddArguments", "FileNode", "Node"]
 
-Driver = Literal[
-    "blkdebug", "blklogwrites", "blkreplay", "blkverify", "bochs", "cloop", "compress",
-    "copy-before-write", "copy-on-read", "dmg", "file", "snapshot-access", "ftp", "ftps",
-    "gluster", "host_cdrom", "host_device", "http", "https", "iscsi", "luks", "nbd", "nfs",
-    "null-aio", "null-co", "nvme", "parallels", "preallocate", "qcow", "qcow2", "qed", "quorum",
-    "raw", "rbd", "replication", "ssh", "throttle", "vdi", "vhdx", "vmdk", "vpc", "vvfat",
-]  # fmt: skip
-DebugEvent = Literal[
-    "l1_update", "l1_grow_alloc_table", "l1_grow_write_table", "l1_grow_activate_table",
-    "l2_load", "l2_update", "l2_update_compressed", "l2_alloc_cow_read", "l2_alloc_write",
-    "read_aio", "read_backing_aio", "read_compressed", "write_aio", "write_compressed",
-    "vmstate_load", "vmstate_save", "cow_read", "cow_write", "reftable_load", "reftable_grow",
-    "reftable_update", "refblock_load", "refblock_update", "refblock_update_part",
-    "refblock_alloc", "refblock_alloc_hookup", "refblock_alloc_write",
-    "refblock_alloc_write_blocks", "refblock_alloc_write_table", "refblock_alloc_switch_table",
-    "cluster_alloc", "cluster_alloc_bytes", "cluster_free", "flush_to_os", "flush_to_disk",
-    "pwritev_rmw_head", "pwritev_rmw_after_head", "pwritev_rmw_tail", "pwritev_rmw_after_tail",
-    "pwritev", "pwritev_zero", "pwritev_done", "empty_image_prepare", "l1_shrink_write_table",
-    "l1_shrink_free_l2_clusters", "cor_write", "cluster_alloc_space", "none",
-]  # fmt: skip
-IOType = Literal["read", "write", "write-zeroes", "discard", "flush", "block-status"]
-BlockdevRef = str | dict[str, Any]
 _SECTOR = 512
 
 
@@ -56,81 +47,6 @@ class BlockError(Exception):
     def __init__(self, errno: int) -> None:
         super().__init__(os.strerror(errno))
         self.errno = errno
-
-
-class _Base(msgspec.Struct, kw_only=True, omit_defaults=True):
-    driver: Driver
-    node_name: str | None = msgspec.field(name="node-name", default=None)
-    discard: Literal["ignore", "unmap"] | None = None
-    cache: dict[str, Any] | None = None
-    read_only: bool | None = msgspec.field(name="read-only", default=None)
-    auto_read_only: bool | None = msgspec.field(name="auto-read-only", default=None)
-    force_share: bool | None = msgspec.field(name="force-share", default=None)
-    detect_zeroes: Literal["off", "on", "unmap"] | None = msgspec.field(
-        name="detect-zeroes", default=None
-    )
-
-
-class FileOptions(_Base, kw_only=True):
-    """BlockdevOptionsFile (the members a file node uses)."""
-
-    filename: str
-    locking: Literal["auto", "on", "off"] | None = None
-    aio: Literal["threads", "native", "io_uring"] | None = None
-
-
-class RawOptions(_Base, kw_only=True):
-    """BlockdevOptionsRaw."""
-
-    file: BlockdevRef
-    offset: int | None = None
-    size: int | None = None
-
-
-class InjectError(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """BlkdebugInjectErrorOptions."""
-
-    event: DebugEvent
-    state: int | None = None
-    iotype: IOType | None = None
-    errno: int | None = None
-    sector: int | None = None
-    once: bool | None = None
-    immediately: bool | None = None
-
-
-class BlkdebugOptions(_Base, kw_only=True):
-    """BlockdevOptionsBlkdebug (error injection only; no state machine rules)."""
-
-    image: BlockdevRef
-    inject_error: list[InjectError] | None = msgspec.field(name="inject-error", default=None)
-
-
-class QuorumOptions(_Base, kw_only=True):
-    """BlockdevOptionsQuorum."""
-
-    blkverify: bool | None = None
-    children: list[BlockdevRef]
-    vote_threshold: int = msgspec.field(name="vote-threshold")
-    rewrite_corrupted: bool | None = msgspec.field(name="rewrite-corrupted", default=None)
-    read_pattern: Literal["quorum", "fifo"] | None = msgspec.field(
-        name="read-pattern", default=None
-    )
-
-
-class BlockdevDelArguments(msgspec.Struct):
-    """``blockdev-del`` arguments."""
-
-    node_name: str = msgspec.field(name="node-name")
-
-
-OPTIONS: dict[str, type[_Base]] = {
-    "file": FileOptions,
-    "raw": RawOptions,
-    "blkdebug": BlkdebugOptions,
-    "quorum": QuorumOptions,
-}
-"""The simulated drivers and their option Structs."""
 
 
 class Node:
@@ -143,6 +59,7 @@ class Node:
         self.children = children
         self.parents = 0
         self.device: str | None = None
+        self.options: dict[str, Any] = {}  # as created (query-named-block-nodes reads them)
         # Nodes added on their own (not inline in a parent) belong to the monitor
         # and outlive their parents, as in QEMU.
         self.monitor_owned = False
@@ -351,7 +268,7 @@ class BlockLayer:
         from qmpevents.sim.quorum import QuorumNode
 
         try:
-            driver = convert_arguments(_DriverOnly, {"driver": options.get("driver")}).driver
+            driver = convert_arguments(DriverOnly, {"driver": options.get("driver")}).driver
         except ArgumentError as error:
             if "driver" not in options:
                 fail("Parameter 'driver' is missing")
@@ -366,16 +283,22 @@ class BlockLayer:
         name = parsed.node_name
         if name is not None and name in self.nodes:
             fail(f"Duplicate nodes with node-name='{name}'")
-        if name is None:
-            self._auto += 1
-            name = f"#block{self._auto:03d}"
+        # QEMU names a format node (raw) once its file child is open, any other node
+        # before its children: that order decides the automatic names and the order
+        # of query-named-block-nodes.
+        position = len(self.nodes)
+        if name is None and not isinstance(parsed, RawOptions):
+            name = self._auto_name()
         node: Node
         if isinstance(parsed, FileOptions):
-            node = FileNode(name, parsed.filename)
+            node = FileNode(str(name), parsed.filename)
         elif isinstance(parsed, RawOptions):
-            node = RawNode(name, [self._ref(parsed.file, created)])
+            child = self._ref(parsed.file, created)
+            position = len(self.nodes)
+            node = RawNode(name or self._auto_name(), [child])
         elif isinstance(parsed, BlkdebugOptions):
-            node = BlkdebugNode(name, self._ref(parsed.image, created), parsed.inject_error or [])
+            image = self._ref(parsed.image, created)
+            node = BlkdebugNode(str(name), image, parsed.inject_error or [])
         else:
             assert isinstance(parsed, QuorumOptions)
             if parsed.vote_threshold < 1:
@@ -388,38 +311,18 @@ class BlockLayer:
                 fail("rewrite-corrupted=on cannot be used with read-pattern=fifo")
             children = [self._ref(ref, created) for ref in parsed.children]
             node = QuorumNode(
-                name, children, self._machine, parsed.vote_threshold,
+                str(name), children, self._machine, parsed.vote_threshold,
                 fifo=parsed.read_pattern == "fifo", rewrite=bool(parsed.rewrite_corrupted),
             )  # fmt: skip
-        self.nodes[name] = node
+        node.options = options
+        items = list(self.nodes.items())
+        items.insert(position, (node.node_name, node))
+        self.nodes = dict(items)
         created.append(node)
         return node
 
-
-class _DriverOnly(msgspec.Struct):
-    driver: Driver
-
-
-class BlockdevAddArguments(_Base, kw_only=True):
-    """``blockdev-add``: the members of every simulated driver, checked per driver later.
-
-    QAPI's BlockdevOptions is a union on ``driver``; the server checks this
-    superset (unknown members, types), and :meth:`BlockLayer.add` then checks the
-    members against the chosen driver, in its schema order.
-    """
-
-    filename: str | None = None
-    locking: Literal["auto", "on", "off"] | None = None
-    aio: Literal["threads", "native", "io_uring"] | None = None
-    file: BlockdevRef | None = None
-    offset: int | None = None
-    size: int | None = None
-    image: BlockdevRef | None = None
-    inject_error: list[InjectError] | None = msgspec.field(name="inject-error", default=None)
-    blkverify: bool | None = None
-    children: list[BlockdevRef] | None = None
-    vote_threshold: int | None = msgspec.field(name="vote-threshold", default=None)
-    rewrite_corrupted: bool | None = msgspec.field(name="rewrite-corrupted", default=None)
-    read_pattern: Literal["quorum", "fifo"] | None = msgspec.field(
-        name="read-pattern", default=None
-    )
+    def _auto_name(self) -> str:
+        # QEMU's id_generate(): a counter from 0, then two random digits.
+        name = f"#block{self._auto}{random.randrange(100):02d}"
+        self._auto += 1
+        return name

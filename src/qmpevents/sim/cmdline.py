@@ -5,29 +5,29 @@
 model is refused the way QEMU refuses a bad option, never ignored: a
 :class:`CommandLineError` whose message QEMU would print after its program name
 (``-foo: invalid option``), and exit status 1. The help options (``-h``,
-``-version``, ``-machine help``, ``-device help``) raise
+``-version``, ``-machine help``, ``-device help``, ``-accel help``) raise
 :class:`~qmpevents.sim.help.HelpRequested`, in the order QEMU acts on them.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import re
+import stat
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Final
 
 from qmpevents.errors import ConfigError
-from qmpevents.sim.config import (
-    DimmConfig,
-    DriveConfig,
-    MachineConfig,
-    MonitorEndpoint,
-    VserportConfig,
-)
-from qmpevents.sim.help import DEVICE_MODELS, MACHINE_TYPES, HelpRequested
+from qmpevents.sim.cmdline_devices import DeviceOptions
+from qmpevents.sim.cmdline_host import HOST_OPTIONS, HostOptions, LateError, parse_mon
+from qmpevents.sim.cmdline_objects import ObjectOptions
+from qmpevents.sim.config import ChardevConfig, DriveConfig, MachineConfig, MonitorEndpoint
+from qmpevents.sim.help import MACHINE_TYPES, HelpRequested
 from qmpevents.sim.opts import OptionError, parse_bool, parse_opts, parse_size, parse_tree
 
-__all__ = ["CommandLineError", "HelpRequested", "parse_command_line"]
+__all__ = ["OPTIONS", "CommandLineError", "HelpRequested", "parse_command_line"]
 
 
 class CommandLineError(ConfigError):
@@ -42,12 +42,14 @@ _WITH_ARGUMENT: Final = frozenset(
     {
         "-qmp", "-chardev", "-mon", "-machine", "-M", "-m", "-smp", "-name", "-uuid", "-action",
         "-device", "-object", "-drive", "-blockdev", "-display", "-accel", "-pidfile", "-msg",
-    }
+        "-x-sim-scenario",
+    } | HOST_OPTIONS
 )  # fmt: skip
+OPTIONS: Final = _FLAGS | _WITH_ARGUMENT
+"""Every option the command line takes (``query-command-line-options`` reports their groups)."""
 # A machine type is kept under its alias (pc) when it has one; its versioned name maps to it.
 _MACHINES: Final = frozenset(machine.alias or machine.name for machine in MACHINE_TYPES)
 _MACHINE_ALIASES: Final = {m.name: m.alias for m in MACHINE_TYPES if m.alias}
-_ACCELS: Final = frozenset({"tcg", "kvm", "qtest", "xen", "hvf", "whpx"})
 _DISPLAYS: Final = frozenset({"none", "gtk", "sdl", "vnc", "curses", "egl-headless", "dbus"})
 _PANIC_ACTIONS: Final = ("pause", "shutdown", "exit-failure", "none")
 _SHUTDOWN_ACTIONS: Final = ("poweroff", "pause")
@@ -57,12 +59,18 @@ _ACTION_KEYS: Final = {
     "reboot": ("reset", "shutdown"),
     "watchdog": ("reset", "shutdown", "poweroff", "pause", "debug", "none", "inject-nmi"),
 }
-_DEVICES: Final = frozenset(
-    name for model in DEVICE_MODELS for name in (model.name, model.alias) if name
-)
-# QEMU sets these aside while it reads the command line and acts on them afterwards
-# (machine first, then devices), after -device help; the rest acts at once.
-_DEFERRED: Final = ("-machine", "-M", "-device")
+# QEMU sets these aside while it reads the command line and acts on them afterwards,
+# after -device help, in this order: the machine (then -smp is checked against it),
+# -numa (then the nodes' memory), -mon, -device key=value, JSON -device. The rest
+# acts at once.
+_DEFERRED: Final = ("-machine", "-M", "-numa", "-mon", "-device")
+_PHASES: Final = 5
+# Socket chardev options QEMU has that the simulator does not simulate.
+_SOCKET_UNSIMULATED: Final = (
+    "to", "ipv4", "ipv6", "nodelay", "telnet", "tn3270", "websocket", "reconnect", "tls-creds",
+    "tls-authz", "abstract", "tight", "logfile", "logappend", "mux",
+)  # fmt: skip
+_SOCKET_KEYS: Final = ("id", "backend", "path", "host", "port", "fd", "server", "wait")
 _HELP_WORDS: Final = ("help", "?")
 _UUID: Final = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 
@@ -72,15 +80,20 @@ class _Parser:
         # Like QEMU, listen wherever -qmp says; the program warns about a public address.
         self.config = MachineConfig(tcp_public=True)
         self.chardevs: dict[str, MonitorEndpoint | None] = {}
-        self.memdevs: dict[str, int] = {}
-        self.drive_count = 0
+        self.drive_count: dict[str, int] = {}  # the next index of each interface
+        self.qmp_count = 0
+        self.host = HostOptions(self.config)
+        self.objects = ObjectOptions(self.config)
+        self.devices = DeviceOptions(self.config, self.chardevs, self.objects)
         self.handlers: dict[str, Callable[[str], None]] = {
             "-qmp": self._qmp, "-chardev": self._chardev, "-mon": self._mon,
             "-machine": self._machine, "-M": self._machine, "-m": self._memory,
-            "-smp": self._smp, "-name": self._name, "-uuid": self._uuid, "-action": self._action,
-            "-device": self._device, "-object": self._object, "-drive": self._drive,
+            "-uuid": self._uuid, "-action": self._action,
+            "-device": self.devices.device, "-object": self.objects.object, "-drive": self._drive,
             "-blockdev": self._blockdev, "-display": self._display, "-accel": self._accel,
-            "-pidfile": self._pidfile, "-msg": self._msg,
+            "-pidfile": self._pidfile, "-msg": self._msg, "-numa": self._numa,
+            "-x-sim-scenario": self._scenario,
+            **self.host.handlers(),
         }  # fmt: skip
 
     def parse(self, argv: Sequence[str]) -> MachineConfig:
@@ -102,9 +115,14 @@ class _Parser:
                 self._apply(arg, option, value)
         if device_help:
             raise HelpRequested("device")
-        deferred.sort(key=lambda item: item[1] == "-device")
-        for arg, option, value in deferred:
-            self._apply(arg, option, value)
+        for phase in range(_PHASES):
+            if phase == 1:
+                self._late(self._machine_built)
+            elif phase == 3:
+                self._late(self.host.finish_numa)
+            for arg, option, value in deferred:
+                if _phase(option, value) == phase:
+                    self._apply(arg, option, value)
         return self.config
 
     def _apply(self, arg: str, option: str, value: str) -> None:
@@ -112,6 +130,29 @@ class _Parser:
             self.handlers[option](value)
         except OptionError as error:
             raise CommandLineError(f"{arg} {value}: {error}") from None
+        except LateError as error:
+            raise CommandLineError(str(error)) from None
+
+    def _late(self, check: Callable[[], None]) -> None:
+        try:
+            check()
+        except LateError as error:
+            raise CommandLineError(str(error)) from None
+
+    def _machine_built(self) -> None:
+        from qmpevents.sim.capabilities import MACHINE_INFO
+
+        name = next(m.name for m in MACHINE_TYPES if self.config.machine_type in (m.name, m.alias))
+        self.host.finish_topology(MACHINE_INFO[name].cpu_max, name)
+        topology = self.config.topology
+        if topology and topology.threads > 1 and self.config.machine_type in ("pc", "q35"):
+            self.config.warnings.append(
+                f"This family of AMD CPU doesn't support hyperthreading({topology.threads})\n"
+                "Please configure -smp options properly or try enabling topoext feature."
+            )
+
+    def _numa(self, value: str) -> None:
+        self.host.numa_option(value, self.objects.memdevs, self.objects.busy_memdevs)
 
     def _flag(self, option: str) -> None:
         if option in ("-h", "-help"):
@@ -124,13 +165,24 @@ class _Parser:
             self.config.shutdown_action = "pause"
         elif option == "-daemonize":
             self.config.daemonize = True
+        elif option in ("-nodefaults", "-nographic"):
+            setattr(self.config, option[1:], True)
 
     def _socket_endpoint(self, spec: str, opts: dict[str, str]) -> MonitorEndpoint:
+        for key in opts:
+            if key in _SOCKET_UNSIMULATED:
+                raise OptionError(f"qmpevents-qemu does not simulate the socket option '{key}'")
+            if key not in _SOCKET_KEYS:
+                raise OptionError(f"Invalid parameter '{key}'")
         for key in ("server", "wait"):
             if key in opts:
                 parse_bool(opts[key], key)
         if not parse_bool(opts.get("server", "off"), "server"):
             raise OptionError("qmpevents-qemu serves QMP only: use server=on")
+        if sum(key in opts for key in ("path", "fd", "host")) > 1:
+            raise OptionError("None or one of 'path', 'fd' or 'host' option required.")
+        if "fd" in opts:
+            return MonitorEndpoint("fd", fd=_inherited_socket(opts["fd"]))
         if "path" in opts:
             return MonitorEndpoint("unix", path=opts["path"])
         host = opts.get("host", "127.0.0.1") or "127.0.0.1"
@@ -152,30 +204,44 @@ class _Parser:
             opts["host"], opts["port"] = host, port
         else:
             raise OptionError(f"'{value}' is not a valid char driver")
-        self.config.monitors.append(self._socket_endpoint(value, opts))
+        label = f"compat_monitor{self.qmp_count}"
+        endpoint = dataclasses.replace(self._socket_endpoint(value, opts), chardev=label)
+        self.qmp_count += 1
+        self.config.chardevs.append(ChardevConfig(label, "socket", endpoint))
+        self.config.monitors.append(endpoint)
 
     def _chardev(self, value: str) -> None:
         opts = parse_opts(value, "backend")
         backend, chardev_id = opts.get("backend", ""), opts.get("id")
         if not chardev_id:
             raise OptionError("Parameter 'id' is missing")
+        if chardev_id in self.chardevs:
+            raise OptionError(f"Duplicate ID '{chardev_id}' for chardev")
         if backend == "null":
+            for key in opts:
+                if key not in ("id", "backend"):
+                    raise OptionError(f"Invalid parameter '{key}'")
             self.chardevs[chardev_id] = None
+            self.config.chardevs.append(ChardevConfig(chardev_id, "null"))
         elif backend == "socket":
-            self.chardevs[chardev_id] = self._socket_endpoint(value, opts)
+            endpoint = self._socket_endpoint(value, opts)
+            endpoint = dataclasses.replace(endpoint, chardev=chardev_id)
+            self.chardevs[chardev_id] = endpoint
+            self.config.chardevs.append(ChardevConfig(chardev_id, "socket", endpoint))
         else:
             raise OptionError(f"'{backend}' is not a valid char driver name")
 
     def _mon(self, value: str) -> None:
-        opts = parse_opts(value, "chardev")
+        opts = parse_mon(value)
         name = opts.get("chardev", "")
         if name not in self.chardevs:
             raise OptionError(f'chardev "{name}" not found')
-        if opts.get("mode", "readline") != "control":
-            raise OptionError("qmpevents-qemu has no HMP monitor: use mode=control")
+        if name in self.devices.busy_chardevs:
+            raise OptionError(f"Device '{name}' is in use")
         endpoint = self.chardevs[name]
         if endpoint is None:
             raise OptionError(f'chardev "{name}" is a null chardev, not a socket')
+        self.devices.busy_chardevs.add(name)
         self.config.monitors.append(endpoint)
 
     def _machine(self, value: str) -> None:
@@ -190,8 +256,8 @@ class _Parser:
         for key in opts:
             if key not in ("accel", "usb", "dump-guest-core", "mem-merge"):
                 raise OptionError(f"Invalid parameter '{key}'")
-            if key == "accel" and opts[key] not in _ACCELS:
-                raise OptionError(f"invalid accelerator {opts[key]}")
+        if "accel" in opts:
+            self.config.machine_accel = opts["accel"]
 
     def _memory(self, value: str) -> None:
         opts = parse_opts(value, "size")
@@ -206,16 +272,6 @@ class _Parser:
             self.config.slots = int(opts["slots"])
         if "maxmem" in opts:
             self.config.maxmem = parse_size(opts["maxmem"], "M", name="maxmem")
-
-    def _smp(self, value: str) -> None:
-        opts = parse_opts(value, "cpus")
-        cpus = opts.get("cpus", "1")
-        if not cpus.isdigit() or int(cpus) < 1:
-            raise OptionError("Parameter 'smp.cpus' expects integer")
-        self.config.cpus = int(cpus)
-
-    def _name(self, value: str) -> None:
-        self.config.name = parse_opts(value, "guest").get("guest", "")
 
     def _uuid(self, value: str) -> None:
         if not _UUID.match(value):
@@ -234,68 +290,6 @@ class _Parser:
             elif key == "shutdown":
                 self.config.shutdown_action = action  # type: ignore[assignment]
 
-    def _device(self, value: str) -> None:
-        opts: dict[str, Any] = parse_tree(value, "driver")
-        driver = str(opts.pop("driver", ""))
-        if driver not in _DEVICES:
-            raise OptionError(f"'{driver}' is not a valid device model name")
-        device_id = str(opts.get("id", ""))
-        allowed = {
-            "pvpanic": {"id", "ioport", "events"},
-            "virtio-serial-pci": {"id", "addr", "bus", "disable-modern", "vectors", "max_ports"},
-            "virtio-serial": {"id", "addr", "bus", "disable-modern", "vectors", "max_ports"},
-            "virtserialport": {"id", "bus", "nr", "chardev", "name"},
-            "pc-dimm": {"id", "memdev", "node", "slot", "addr"},
-        }[driver]
-        for key in opts:
-            if key not in allowed:
-                raise OptionError(f"Property '{driver}.{key}' not found")
-        if driver == "pvpanic":
-            self.config.pvpanic = True
-        elif driver.startswith("virtio-serial"):
-            self.config.serial_buses.append(
-                device_id or f"virtio-serial{len(self.config.serial_buses)}"
-            )
-        elif driver == "virtserialport":
-            if not self.config.serial_buses:
-                raise OptionError("No 'virtio-serial-bus' bus found for device 'virtserialport'")
-            chardev = str(opts.get("chardev", ""))
-            if chardev and chardev not in self.chardevs:
-                raise OptionError(f"Property 'virtserialport.chardev' can't find value '{chardev}'")
-            self.config.vserports.append(
-                VserportConfig(device_id, str(opts.get("name", "")), str(opts.get("bus", "")))
-            )
-        else:
-            self._dimm(device_id, str(opts.get("memdev", "")))
-
-    def _dimm(self, device_id: str, memdev: str) -> None:
-        if not self.config.slots:
-            raise OptionError("no slots where allocated, please specify the 'slots' option")
-        if len(self.config.dimms) >= self.config.slots:
-            raise OptionError("no free slots left")
-        if memdev not in self.memdevs:
-            raise OptionError(f"Property 'pc-dimm.memdev' can't find value '{memdev}'")
-        size = self.memdevs[memdev]
-        used = self.config.ram_size + sum(dimm.size for dimm in self.config.dimms)
-        if self.config.maxmem and used + size > self.config.maxmem:
-            raise OptionError(
-                f"not enough space, currently 0x{self.config.maxmem - used:x} in use of total "
-                f"space for memory devices 0x{self.config.maxmem - self.config.ram_size:x}"
-            )
-        self.config.dimms.append(DimmConfig(device_id, memdev, size))
-
-    def _object(self, value: str) -> None:
-        opts = parse_opts(value, "qom-type")
-        qom_type = opts.pop("qom-type", "")
-        if qom_type != "memory-backend-ram":
-            raise OptionError(f"invalid object type: {qom_type}")
-        object_id = opts.get("id")
-        if not object_id:
-            raise OptionError("Parameter 'id' is missing")
-        if "size" not in opts:
-            raise OptionError("Parameter 'size' is missing")
-        self.memdevs[object_id] = parse_size(opts["size"], "", name="size")
-
     def _blockdev(self, value: str) -> None:
         from qmpevents.sim.block import BlockdevAddArguments
         from qmpevents.sim.opts import coerce
@@ -309,8 +303,8 @@ class _Parser:
 
         tree = parse_tree(value)
         interface = str(tree.pop("if", "ide"))
-        index = int(str(tree.pop("index", self.drive_count)))
-        self.drive_count += 1
+        index = int(str(tree.pop("index", self.drive_count.get(interface, 0))))
+        self.drive_count[interface] = index + 1
         tree.pop("media", None)
         device = str(tree.pop("id", "")) or (
             f"ide{index // 2}-hd{index % 2}" if interface == "ide" else f"{interface}{index}"
@@ -322,7 +316,7 @@ class _Parser:
         if filename is not None:
             tree["file"] = {"driver": "file", "filename": filename}
         options = coerce(BlockdevAddArguments, tree)
-        self.config.drives.append(DriveConfig(options, device))
+        self.config.drives.append(DriveConfig(options, device, interface))
 
     def _display(self, value: str) -> None:
         kind = parse_opts(value, "type").get("type", "")
@@ -332,12 +326,22 @@ class _Parser:
             raise OptionError(f"qmpevents-qemu has no display: use -display none, not {kind}")
 
     def _accel(self, value: str) -> None:
-        accel = parse_opts(value, "accel").get("accel", "")
-        if accel not in _ACCELS:
-            raise OptionError(f"invalid accelerator {accel}")
+        # Read now, tried at start (qmpevents.sim.accel); no name lists them, as in QEMU.
+        if parse_opts(value, "accel").get("accel", "help") in _HELP_WORDS:
+            raise HelpRequested("accel")
+        self.config.accel_options.append(value)
 
     def _pidfile(self, value: str) -> None:
         self.config.pidfile = value
+
+    def _scenario(self, value: str) -> None:
+        from qmpevents.sim.bound_scenario import load_bound_scenario  # it needs the machine
+
+        try:
+            load_bound_scenario(value)  # checked now: a bad file is a bad command line
+        except ConfigError as error:
+            raise CommandLineError(f"-x-sim-scenario {value}: {error}") from None
+        self.config.scenario = value
 
     def _msg(self, value: str) -> None:
         for key, flag in parse_opts(value).items():
@@ -365,6 +369,28 @@ def _split_options(argv: Sequence[str]) -> list[tuple[str, str, str | None]]:
         found.append((arg, option, argv[i + 1]))
         i += 2
     return found
+
+
+def _phase(option: str, value: str) -> int:
+    """When a deferred option acts (see ``_DEFERRED``)."""
+    if option == "-device":
+        return 4 if value.lstrip().startswith("{") else 3
+    return {"-numa": 1, "-mon": 2}.get(option, 0)
+
+
+def _inherited_socket(text: str) -> int:
+    """The descriptor ``fd=`` names, checked as QEMU checks it (OptionError)."""
+    try:
+        fd = int(text, 10)
+    except ValueError:
+        raise OptionError(f"Unable to parse FD number {text}") from None
+    try:
+        is_socket = stat.S_ISSOCK(os.fstat(fd).st_mode)
+    except OSError:
+        is_socket = False
+    if not is_socket:
+        raise OptionError(f"File descriptor '{text}' is not a socket")
+    return fd
 
 
 def _is_device_help(value: str) -> bool:

@@ -12,10 +12,14 @@ from typing import Any, Final, Literal
 
 __all__ = [
     "MIB",
+    "ChardevConfig",
+    "CpuTopology",
+    "DeviceConfig",
     "DimmConfig",
     "DriveConfig",
     "MachineConfig",
     "MonitorEndpoint",
+    "NumaNode",
     "PanicAction",
     "ShutdownAction",
     "VserportConfig",
@@ -29,12 +33,60 @@ ShutdownAction = Literal["poweroff", "pause"]
 
 @dataclass(frozen=True, slots=True)
 class MonitorEndpoint:
-    """One QMP listening socket: ``unix`` with ``path``, or ``tcp`` with ``host``/``port``."""
+    """One listening socket: ``unix`` with ``path``, ``tcp`` with ``host``/``port``, or
+    ``fd``, a listening socket inherited as descriptor ``fd`` (libvirt's ``fd=N``).
 
-    kind: Literal["unix", "tcp"]
+    ``chardev`` is the id of the chardev it belongs to (``query-chardev``); empty
+    for ``-qmp``, whose chardevs QEMU names ``compat_monitor0``, ``1``, ...
+    """
+
+    kind: Literal["unix", "tcp", "fd"]
     path: str = ""
     host: str = "127.0.0.1"
     port: int = 0
+    fd: int = -1
+    chardev: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChardevConfig:
+    """A ``-chardev``: ``socket`` (listening on ``endpoint``) or ``null``, in creation order."""
+
+    id: str
+    backend: Literal["socket", "null"]
+    endpoint: MonitorEndpoint | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceConfig:
+    """One ``-device`` as created, in creation order: the driver, its qdev id, its properties."""
+
+    driver: str
+    id: str = ""
+    props: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CpuTopology:
+    """``-smp`` after QEMU's computation of what was left out (hw/core/machine-smp.c)."""
+
+    cpus: int = 1
+    sockets: int = 1
+    dies: int = 1
+    clusters: int = 1
+    cores: int = 1
+    threads: int = 1
+    maxcpus: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class NumaNode:
+    """A ``-numa node``: its id, the CPU indexes it holds and its memory backend."""
+
+    nodeid: int
+    cpus: tuple[int, ...] = ()
+    memdev: str = ""
+    size: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +96,8 @@ class VserportConfig:
     id: str
     name: str = ""
     bus: str = ""
+    chardev: str = ""
+    nr: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +107,8 @@ class DimmConfig:
     id: str
     memdev: str
     size: int
+    slot: int = -1  # -1: the first free slot, in creation order
+    node: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +117,7 @@ class DriveConfig:
 
     options: dict[str, Any]
     device: str | None = None
+    interface: str = "none"  # -drive if=: an "ide" drive gets its own ide-hd
 
 
 @dataclass(slots=True)
@@ -88,4 +145,27 @@ class MachineConfig:
     tcp_public: bool = False
     daemonize: bool = False
     pidfile: str | None = None
+    # -x-sim-scenario FILE: a timeline played once the guest first runs (.bound_scenario).
+    scenario: str | None = None
     msg_timestamp: bool = False
+    # Accelerators are tried at start (qmpevents.sim.accel): -machine accel= (a
+    # "kvm:tcg" list; None when not given) and each -accel value, as given.
+    machine_accel: str | None = None
+    accel_options: list[str] = field(default_factory=list)
+    nodefaults: bool = False
+    nographic: bool = False
+    # What libvirt's command line adds (qmpevents.sim.cmdline_host, cmdline_devices,
+    # cmdline_objects): every chardev, device and -object in creation order, the
+    # CPU, NUMA, and host-side options.
+    chardevs: list[ChardevConfig] = field(default_factory=list)
+    devices: list[DeviceConfig] = field(default_factory=list)
+    objects: list[tuple[str, str]] = field(default_factory=list)  # (qom-type, id)
+    secrets: dict[str, bytes] = field(default_factory=dict)
+    cpu_model: str = "qemu64"
+    topology: CpuTopology | None = None  # None: as -smp cpus (one socket of cpus cores)
+    numa_nodes: list[NumaNode] = field(default_factory=list)
+    debug_threads: bool = False
+    mem_lock: bool = False
+    sandbox: dict[str, str] | None = None  # -sandbox on: its options (qmpevents.sim.sandbox)
+    process_name: str | None = None  # -name process=
+    warnings: list[str] = field(default_factory=list)  # QEMU's warn_report()s of the parse

@@ -5,6 +5,9 @@ order, the file opened (mode 0400) before anything else can fail, the VM
 stopped (``save-vm``) around the dump of a running guest, ``query-dump``
 progress, and DUMP_COMPLETED sent when the dump ends, successful or not, before
 the reply of a synchronous dump and before the RESUME of a stopped guest.
+The target is ``file:PATH`` or ``fd:NAME``: a descriptor ``getfd`` named on
+the monitor that sent the command (:mod:`qmpevents.sim.monitor_fds`), used up
+by the dump, which is how libvirt's ``virsh dump`` hands QEMU its file.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from qmpevents.schema.types import DumpQueryResult, DumpStatus
 from qmpevents.server.commands import CommandContext
 from qmpevents.sim.dumpfile import ElfLayout, kdump_flat_header, kdump_image, write_zeros
 from qmpevents.sim.errors import fail
+from qmpevents.sim.monitor_fds import take_named
 
 if TYPE_CHECKING:
     from qmpevents.sim.machine import Machine
@@ -98,7 +102,7 @@ class Dumper:
             fail(f"{args.format} is not available now")
         if args.format == "win-dmp" and self._machine.memory.machine_type == "pseries":
             fail("win-dmp is only available for x86")
-        fd = self._open(args.protocol)
+        fd = self._open(args.protocol, ctx)
         try:
             memory = self._machine.memory
             if args.begin is not None and args.length is not None:
@@ -142,10 +146,10 @@ class Dumper:
         if resume:
             self._machine.server.vm.start()
 
-    def _open(self, protocol: str) -> int:
+    def _open(self, protocol: str, ctx: CommandContext) -> int:
         if protocol.startswith("fd:"):
-            # The simulator has no getfd: no descriptor name can exist.
-            fail(f"File descriptor named '{protocol[3:]}' has not been found")
+            # A descriptor getfd named on the monitor that sent the command, used up.
+            return take_named(ctx, protocol[3:])
         if not protocol.startswith("file:"):
             fail("Invalid parameter 'protocol'")
         path = protocol[5:]

@@ -15,6 +15,7 @@ from typing import Final, Literal
 from qmpevents.server.server import default_greeting
 
 __all__ = [
+    "ACCELERATORS",
     "DEVICE_MODELS",
     "MACHINE_TYPES",
     "DeviceModel",
@@ -24,7 +25,7 @@ __all__ = [
     "help_text",
 ]
 
-HelpTopic = Literal["help", "version", "machine", "device"]
+HelpTopic = Literal["help", "version", "machine", "device", "accel"]
 
 
 class HelpRequested(Exception):
@@ -75,9 +76,12 @@ class MachineType:
 
 # In QEMU's category order (DEVICE_CATEGORY_*), then by name, as -device help sorts them.
 DEVICE_MODELS: Final = (
+    DeviceModel("piix3-usb-uhci", "USB", bus="PCI"),
+    DeviceModel("ide-hd", "Storage", bus="IDE", desc="virtual IDE disk"),
     DeviceModel("virtio-serial-pci", "Input", bus="PCI", alias="virtio-serial"),
     DeviceModel("virtserialport", "Input", bus="virtio-serial-bus"),
     DeviceModel("pvpanic", "Misc", bus="ISA"),
+    DeviceModel("virtio-balloon-pci", "Misc", bus="PCI", alias="virtio-balloon"),
     DeviceModel("pc-dimm", "Uncategorized", desc="DIMM memory module"),
 )
 
@@ -89,6 +93,10 @@ MACHINE_TYPES: Final = (
     MachineType("pseries-7.2", "pSeries Logical Partition (PAPR compliant)", alias="pseries"),
     MachineType("none", "empty machine"),
 )
+
+# What Debian's qemu-system-x86_64 7.2 is built with, in -accel help order; the
+# simulator has no KVM (qmpevents.sim.accel).
+ACCELERATORS: Final = ("tcg", "kvm")
 
 _COPYRIGHT: Final = "Copyright (c) 2003-2022 Fabrice Bellard and the QEMU Project developers"
 
@@ -103,9 +111,16 @@ Standard options:
                 dump-guest-core=on|off include guest memory in a core dump (default=on)
                 mem-merge=on|off controls memory merge support (default: on)
                 usb=on|off controls USB emulation
+-cpu cpu        select CPU (qemu64 only)
 -accel [accel=]accelerator
                 select accelerator (kvm, xen, hvf, whpx, qtest or tcg)
--smp [cpus=]n   set the number of initial CPUs to 'n' [default=1]
+-smp [[cpus=]n][,maxcpus=maxcpus][,sockets=sockets][,dies=dies][,cores=cores]
+      [,threads=threads]
+                set the number of initial CPUs to 'n' [default=1]
+-numa node[,memdev=id][,cpus=firstcpu[-lastcpu]][,nodeid=node]
+-boot [order=drives][,once=drives][,menu=on|off]
+      [,splash=sp_name][,splash-time=sp_time][,reboot-timeout=rb_time][,strict=on|off]
+                accepted; the simulated guest boots from no device in particular
 -m [size=]megs[,slots=n,maxmem=size]
                 configure guest RAM
                 size: initial amount of guest memory
@@ -115,7 +130,12 @@ Standard options:
                 add device (based on driver)
                 prop=value,... sets driver properties
                 use '-device help' to print all possible drivers
--name string1   set the name of the guest
+-audiodev none,id=id
+                dummy driver that discards all output
+-name string1[,process=string2][,debug-threads=on|off]
+                set the name of the guest
+                string1 sets the window title and string2 the process name
+                When debug-threads is enabled, individual threads are given a separate name
 -uuid %08x-%04x-%04x-%04x-%012x
                 specify machine UUID
 
@@ -134,10 +154,20 @@ Character device options:
 -chardev null,id=id
 -chardev socket,id=id[,host=host],port=port,server=on[,wait=on|off] (tcp)
 -chardev socket,id=id,path=path,server=on[,wait=on|off] (unix)
+-chardev socket,id=id,fd=fd,server=on[,wait=on|off] (an inherited listening socket)
 
 Debug/Expert options:
 -qmp dev        like -monitor but opens in 'control' mode
 -mon [chardev=]name,mode=control
+-overcommit [mem-lock=on|off][cpu-pm=on|off]
+                run qemu with overcommit hints
+                mem-lock=on|off controls memory lock support (default: off)
+                cpu-pm=on|off controls cpu power management (default: off)
+-rtc [base=utc|localtime|<datetime>][,clock=host|rt|vm][,driftfix=none|slew]
+                set the RTC base and clock, enable drift fix for clock ticks (x86 only)
+-sandbox on[,obsolete=allow|deny][,elevateprivileges=allow|deny|children]
+          [,spawn=allow|deny][,resourcecontrol=allow|deny]
+                Enable seccomp mode 2 system call filter (default 'off').
 -pidfile file   write PID to 'file'
 -S              freeze CPU at startup (use 'c' to start execution)
 -no-shutdown    stop before shutdown
@@ -157,8 +187,14 @@ Debug/Expert options:
                 control error message format
                 timestamp=on enables timestamps (default: off)
 
+Simulator (not in QEMU):
+-x-sim-scenario file
+                play the timeline of a scenario file once the guest first runs
+
 Generic object creation:
 -object memory-backend-ram,id=id,size=size
+-object secret,id=id,data=string,format=raw|base64
+-object secret,id=id,file=filename,format=raw|base64
                 create a new object of type TYPENAME setting properties
                 in the order they are specified.  Note that the 'id'
                 property must be set.  These objects are placed in the
@@ -203,4 +239,6 @@ def help_text(topic: HelpTopic, program: str) -> str:
         return _device_list()
     if topic == "machine":
         return _machine_list()
+    if topic == "accel":
+        return "Accelerators supported in QEMU binary:\n" + "".join(f"{a}\n" for a in ACCELERATORS)
     return _usage(program)

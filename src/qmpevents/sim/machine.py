@@ -22,13 +22,21 @@ from qmpevents.addresses import is_loopback
 from qmpevents.protocol.requests import Request
 from qmpevents.server.commands import CommandContext
 from qmpevents.server.server import QMPServer
+from qmpevents.sim import capabilities, monitor_fds, qom, recorded
+from qmpevents.sim.accel import start_accelerator
+from qmpevents.sim.balloon import Balloon
 from qmpevents.sim.block import BlockLayer
+from qmpevents.sim.blockinfo import BlockInfoQueries
+from qmpevents.sim.chardevs import Chardevs
 from qmpevents.sim.config import MachineConfig
+from qmpevents.sim.cpus import Cpus
 from qmpevents.sim.devices import Devices
 from qmpevents.sim.dump import Dumper
 from qmpevents.sim.hmp import HMP
 from qmpevents.sim.memory import GuestMemory
 from qmpevents.sim.migration import Migration
+from qmpevents.sim.power import PowerButton
+from qmpevents.sim.qomtree import QomTree
 from qmpevents.throttle import RateLimiter
 
 __all__ = ["Machine", "Timing", "public_tcp_risk"]
@@ -110,16 +118,36 @@ class Machine:
         self.migration = Migration(self)
         self.hmp = HMP(self)
         self.devices = Devices(self)
+        self.cpus = Cpus(self)
+        self.chardevs = Chardevs(self)
+        self.balloon = Balloon(self)
+        self.power = PowerButton(self)
+        self.qom_tree = QomTree(self)
+        self.block_info = BlockInfoQueries(self)
         self.server.register("query-name", self._query_name, returns=NameInfo)
-        for component in (self.block, self.dump, self.migration, self.hmp, self.devices):
+        for component in (
+            self.block, self.dump, self.migration, self.hmp, self.devices, self.cpus,
+            self.chardevs, self.balloon, self.power, self.qom_tree, self.block_info,
+        ):  # fmt: skip
             component.install()
+        monitor_fds.install(self.server)
+        # The accelerator in use: TCG until start() tries what the command line asks.
+        self.accelerator = "tcg"
+        recording = recorded.bundled()
+        capabilities.install(self, recording)
+        qom.install(self, recording)
+        # Last: QEMU's recorded answers, only for commands nothing above registered.
+        recording.install(self.server)
 
     def _query_name(self, _: object, ctx: CommandContext) -> NameInfo:
         return NameInfo(self.config.name)
 
     def create_drives(self) -> None:
-        """Open the block nodes of ``-blockdev``/``-drive`` (raises the QMP failure)."""
-        for drive in self.config.drives:
+        """Open the block nodes of ``-blockdev``/``-drive`` (raises the QMP failure).
+
+        As in QEMU, every ``-blockdev`` comes before any ``-drive``.
+        """
+        for drive in sorted(self.config.drives, key=lambda drive: drive.device is not None):
             self.block.add(dict(drive.options), drive.device)
 
     def error_report(self, message: str) -> None:
@@ -133,24 +161,37 @@ class Machine:
         self.stderr.flush()
 
     async def start(self) -> list[str]:
-        """Create the drives and listen on every configured monitor; returns their addresses.
+        """Start the accelerator, create the drives and listen on every monitor; their addresses.
+
+        An accelerator that cannot start ends it as it ends QEMU
+        (:func:`~qmpevents.sim.accel.start_accelerator`).
 
         A TCP monitor on a non-loopback address is refused (:class:`ConfigError`)
         unless ``config.tcp_public``, and warned about on stderr when allowed.
         """
+        for warning in self.config.warnings:
+            self.error_report(f"warning: {warning}")
         for endpoint in self.config.monitors:
             if endpoint.kind == "tcp" and self.config.tcp_public and not is_loopback(endpoint.host):
                 self.error_report(f"warning: {public_tcp_risk(endpoint.host, endpoint.port)}")
+        self.accelerator = start_accelerator(self)
         self.create_drives()
+        self.cpus.start()
+        await self.chardevs.start()
         addresses: list[str] = []
-        for endpoint in self.config.monitors:
+        for index, endpoint in enumerate(self.config.monitors):
             if endpoint.kind == "unix":
-                addresses.append(await self.server.listen_unix(endpoint.path))
+                address = await self.server.listen_unix(endpoint.path)
+                label = f"unix:{address}"
+            elif endpoint.kind == "fd":
+                address = label = await self.server.listen_fd(endpoint.fd)
             else:
                 host, port = await self.server.listen_tcp(
                     endpoint.host, endpoint.port, allow_remote=self.config.tcp_public
                 )
-                addresses.append(f"{host}:{port}")
+                address, label = f"{host}:{port}", f"tcp:{host}:{port}"
+            self.chardevs.monitor_listening(index, label)
+            addresses.append(address)
         return addresses
 
     async def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:

@@ -32,6 +32,7 @@ import msgspec
 from qmpevents.server.commands import CommandContext
 from qmpevents.sim.errors import fail
 from qmpevents.sim.migration_parameters import MigrationParameters, SetParametersArguments
+from qmpevents.sim.sandbox import spawn_attempt
 
 if TYPE_CHECKING:
     from qmpevents.sim.machine import Machine
@@ -189,6 +190,8 @@ class Migration:
             fail("Parameter 'uri' expects a valid migration protocol")
         if scheme != "exec":
             fail(f"qmpevents-qemu simulates migration to exec: URIs only, not {scheme}:")
+        # QEMU starts the command here: under -sandbox spawn=deny that is its end.
+        spawn_attempt()
         self.passes = 0
         self.transferred = 0
         self.remaining = self._machine.memory.migration_size

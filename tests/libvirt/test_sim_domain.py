@@ -1,0 +1,274 @@
+"""A libvirt domain run by qmpevents-qemu: created, suspended, dumped, rebooted, shut down.
+
+The domain is the one libvirt's own QEMU runs in tests/sim/test_libvirt_domain.py
+(isa pvpanic, a guest agent channel, a DIMM on a NUMA node, an IDE disk, a
+balloon), with ``<emulator>`` the ``qmpevents-qemu`` script. libvirtd starts it
+with its full command line (secret object, ``-sandbox``, the monitor and the
+channel as passed sockets), asks its start questions, and drives it through
+``virsh``; the QMP events it sees come from ``virsh qemu-monitor-event``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import pytest
+
+from tests.libvirt.host import URI, require_libvirt, restart_libvirtd, virsh
+
+pytestmark = pytest.mark.timeout(240)
+
+CAPS_CACHE = Path("/var/cache/libvirt/qemu/capabilities")
+WAIT = 60.0
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """qmpevents-qemu at a path of its own, so that libvirt probes this code."""
+    require_libvirt()
+    script = Path(sys.executable).with_name("qmpevents-qemu")
+    if not script.exists():
+        pytest.fail(f"{script} is missing: install the package (pip install -e .)")
+    path = tmp_path_factory.mktemp("emulator") / "qmpevents-qemu"
+    shutil.copy2(script, path)
+    done = subprocess.run(
+        ["virsh", "-c", URI, "domcapabilities", "--emulatorbin", str(path), "--virttype", "qemu"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, f"libvirt's probe of qmpevents-qemu failed: {done.stderr}"
+    yield path
+    (CAPS_CACHE / f"{hashlib.sha256(str(path).encode()).hexdigest()}.xml").unlink(missing_ok=True)
+
+
+def domain_xml(name: str, emulator: Path, disk: Path) -> str:
+    return f"""<domain type='qemu'>
+  <name>{escape(name)}</name>
+  <maxMemory slots='4' unit='MiB'>1024</maxMemory>
+  <memory unit='MiB'>160</memory>
+  <currentMemory unit='MiB'>160</currentMemory>
+  <vcpu>1</vcpu>
+  <cpu><numa><cell id='0' cpus='0' memory='32' unit='MiB'/></numa></cpu>
+  <features><acpi/></features>
+  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
+  <on_crash>coredump-restart</on_crash>
+  <devices>
+    <emulator>{escape(str(emulator))}</emulator>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file='{escape(str(disk))}'/>
+      <target dev='hda' bus='ide'/>
+    </disk>
+    <controller type='virtio-serial' index='0'/>
+    <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
+    <panic model='isa'/>
+    <memory model='dimm'><target><size unit='MiB'>128</size><node>0</node></target></memory>
+  </devices>
+</domain>
+"""
+
+
+class Events:
+    """The QMP events of a domain, as ``virsh qemu-monitor-event`` prints them."""
+
+    def __init__(self, name: str) -> None:
+        self._process = subprocess.Popen(
+            ["virsh", "-q", "-c", URI, "qemu-monitor-event", "--domain", name, "--loop"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        self._lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        time.sleep(0.5)  # virsh registers for the events before we act
+
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            self._lines.put(line.strip())
+
+    def next_names(self, count: int) -> list[str]:
+        """The names of the next ``count`` events (``event NAME for domain ...: DATA``)."""
+        names = []
+        for _ in range(count):
+            line = self._lines.get(timeout=WAIT)
+            names.append(line.split()[1] + (" " + line.split(": ", 1)[1] if ": {" in line else ""))
+        return names
+
+    def close(self) -> None:
+        self._process.kill()
+        self._process.wait(WAIT)
+
+
+@pytest.fixture(scope="module")
+def domains(
+    emulator: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[], str]]:
+    """``running()``: a running transient domain on qmpevents-qemu, the last one while it
+    runs (starting one takes libvirt a while), else a new one. All are destroyed at the end.
+    """
+    made: list[str] = []
+
+    def running() -> str:
+        if made and state(made[-1]).startswith("running"):
+            return made[-1]
+        name = f"qmpevents-test-sim-{os.getpid()}-{next(_names)}"
+        directory = tmp_path_factory.mktemp("domain")
+        disk = directory / "disk.img"
+        disk.write_bytes(bytes(1 << 20))
+        xml = directory / "domain.xml"
+        xml.write_text(domain_xml(name, emulator, disk))
+        virsh("create", str(xml), timeout=180)
+        made.append(name)
+        return name
+
+    yield running
+    for name in made:
+        virsh("destroy", name, check=False)
+
+
+@pytest.fixture
+def domain(domains: Callable[[], str]) -> str:
+    return domains()
+
+
+def state(name: str) -> str:
+    return virsh("domstate", "--reason", name, check=False).strip()
+
+
+def wait_gone(name: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while name in virsh("list", "--name"):
+        assert time.monotonic() < deadline, f"{name} still runs"
+        time.sleep(0.2)
+
+
+def test_created_and_started(domain: str) -> None:
+    assert state(domain).startswith("running")
+    info = virsh("dominfo", domain)
+    assert "163840 KiB" in info  # 32 MiB of RAM and a 128 MiB DIMM
+    log = Path(f"/var/log/libvirt/qemu/{domain}.log").read_text()
+    assert "qmpevents-qemu" in log and "-sandbox on" in log and ",fd=" in log
+
+
+def test_suspend_and_resume(domain: str) -> None:
+    events = Events(domain)
+    try:
+        virsh("suspend", domain)
+        assert events.next_names(1) == ["STOP"]
+        assert state(domain) == "paused (user)"
+        virsh("resume", domain)
+        assert events.next_names(1) == ["RESUME"]
+        assert state(domain) == "running (unpaused)"
+    finally:
+        events.close()
+
+
+def test_memory_only_dump(domain: str, tmp_path: Path) -> None:
+    events = Events(domain)
+    dump = tmp_path / "guest.elf"
+    try:
+        virsh("dump", "--memory-only", domain, str(dump), timeout=120)
+        names = events.next_names(3)
+    finally:
+        events.close()
+    total = 168034304  # RAM, DIMM and BIOS, as QEMU 7.2 dumps them
+    assert names == [
+        "STOP",
+        f'DUMP_COMPLETED {{"result":{{"total":{total},"status":"completed","completed":{total}}}}}',
+        "RESUME",
+    ]
+    with dump.open("rb") as f:
+        assert f.read(4) == b"\x7fELF"
+    assert state(domain) == "running (unpaused)"
+
+
+def test_reboot(domain: str) -> None:
+    events = Events(domain)
+    try:
+        virsh("reboot", domain)
+        names = events.next_names(5)
+    finally:
+        events.close()
+    assert names == [
+        "POWERDOWN",
+        'SHUTDOWN {"guest":true,"reason":"guest-shutdown"}',
+        "STOP",
+        'RESET {"guest":false,"reason":"host-qmp-system-reset"}',
+        "RESUME",
+    ]
+    assert state(domain).startswith("running")
+
+
+def test_guest_agent_channel(domain: str) -> None:
+    """The guest opens the agent's port (x-sim-vserport): libvirt connects to the channel
+    socket the simulator listens on; the guest closes it: libvirt lets go."""
+
+    def channel() -> str:
+        reply = virsh("qemu-monitor-command", domain, '{"execute":"query-chardev"}')
+        return next(part for part in reply.split("},{") if '"charchannel0"' in part)
+
+    assert '"frontend-open":false,"filename":"disconnected:unix:' in channel()
+    events = Events(domain)
+    try:
+        for open_ in ("true", "false"):
+            command = '{"execute":"x-sim-vserport","arguments":{"id":"channel0","open":%s}}'
+            virsh("qemu-monitor-command", domain, command % open_)
+            name, data = events.next_names(1)[0].split(" ", 1)
+            assert (name, json.loads(data)) == (
+                "VSERPORT_CHANGE", {"id": "channel0", "open": open_ == "true"},
+            )  # fmt: skip
+            deadline = time.monotonic() + WAIT
+            connected = f'"frontend-open":{open_},"filename":"unix:'
+            disconnected = '"frontend-open":false,"filename":"disconnected:'
+            while (connected if open_ == "true" else disconnected) not in channel():
+                assert time.monotonic() < deadline, channel()
+                time.sleep(0.2)
+    finally:
+        events.close()
+
+
+def test_survives_a_libvirtd_restart(domain: str) -> None:
+    """libvirtd reconnects to a running domain (query-jobs, query-status, ...); had one
+    question no answer, it would kill the domain (reason=daemon)."""
+    restart_libvirtd()
+    assert state(domain).startswith("running")
+    events = Events(domain)
+    try:
+        virsh("suspend", domain)
+        assert events.next_names(1) == ["STOP"]
+        virsh("resume", domain)
+        assert events.next_names(1) == ["RESUME"]
+    finally:
+        events.close()
+
+
+def test_shutdown(domain: str) -> None:
+    events = Events(domain)
+    try:
+        virsh("shutdown", domain)
+        names = events.next_names(3)
+    finally:
+        events.close()
+    assert names == ["POWERDOWN", 'SHUTDOWN {"guest":true,"reason":"guest-shutdown"}', "STOP"]
+    wait_gone(domain)
+    log = Path(f"/var/log/libvirt/qemu/{domain}.log").read_text()
+    assert log.rstrip().endswith("shutting down, reason=shutdown")
+
+
+def test_destroy(domain: str) -> None:
+    virsh("destroy", domain)
+    wait_gone(domain)
+    log = Path(f"/var/log/libvirt/qemu/{domain}.log").read_text()
+    assert "qmpevents-qemu: terminating on signal 15 from pid" in log
+    assert log.rstrip().endswith("shutting down, reason=destroyed")
