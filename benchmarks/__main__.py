@@ -1,7 +1,8 @@
 """Run every benchmark, each next to its anchors in the same run: ``python -m benchmarks``.
 
 ``python -m benchmarks NAME...`` runs only the named ones (decode, throttle, server,
-client, collect, proxy, web, archive). Each prints its own table with ratios; nothing
+client, collect, proxy, web, archive,
+domain). Each prints its own table with ratios; nothing
 here asserts a time.
 """
 
@@ -19,6 +20,7 @@ BENCHMARKS = {
     "proxy": ("benchmarks.bench_proxy", ["bench_proxy"]),
     "web": ("benchmarks.bench_web", ["bench_web"]),
     "archive": ("benchmarks.bench_archive", ["bench_archive", "30000"]),
+    "domain": ("benchmarks.bench_domain", ["bench_domain", "3"]),
 }
 
 

@@ -1,0 +1,156 @@
+"""The seed events of a domain on qmpevents-qemu, through libvirt and through ``qmpevents watch``.
+
+A guest panic makes libvirt apply ``<on_crash>coredump-restart</on_crash>`` (a
+dump in libvirt's dump directory, then a reset); a DIMM unplug refused by the
+guest gives MEM_UNPLUG_ERROR and DEVICE_UNPLUG_GUEST_ERROR (and the DIMM stays);
+a scenario bound
+with ``-x-sim-scenario`` (``<qemu:commandline>``) panics the guest by itself.
+Each is seen by ``qmpevents watch qemu:///system?domain=NAME``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import pytest
+
+from tests.libvirt.host import URI, virsh
+from tests.libvirt.test_sim_domain import WAIT, domain_xml, domains, emulator  # noqa: F401
+
+pytestmark = pytest.mark.timeout(240)
+
+
+class Watch:
+    """``qmpevents watch`` of one domain, its event lines collected."""
+
+    def __init__(self, name: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "from qmpevents.cli import main; main()", "watch",
+             f"{URI}?domain={name}"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert self.process.stderr is not None
+        for _ in range(2):  # connected to libvirtd, and the domain attached
+            self.process.stderr.readline()
+
+    def until(self, *names: str) -> list[str]:
+        """Event lines up to the one of each of ``names`` in turn (``HH:MM:SS vm NAME ...``)."""
+        assert self.process.stdout is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + WAIT
+        for wanted in names:
+            while True:
+                assert time.monotonic() < deadline, f"no {wanted} after {lines}"
+                line = self.process.stdout.readline()
+                lines.append(line.strip())
+                if line.split()[2:3] == [wanted]:
+                    break
+        return lines
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait(WAIT)
+
+
+@pytest.fixture
+def watch(domains: Callable[[], str]) -> Iterator[tuple[str, Watch]]:  # noqa: F811
+    name = domains()
+    watcher = Watch(name)
+    yield name, watcher
+    watcher.close()
+
+
+def test_a_panic_makes_libvirt_dump_and_restart(watch: tuple[str, Watch]) -> None:
+    name, watcher = watch
+    dumps = Path("/var/lib/libvirt/qemu/dump")
+    # libvirt names a dump ID-SHORTNAME-TIME, the name cut at 20 characters.
+    pattern = f"{virsh('domid', name).strip()}-*"
+    before = set(dumps.glob(pattern)) if dumps.exists() else set()
+    virsh("qemu-monitor-command", name, '{"execute":"x-sim-pvpanic","arguments":{"value":1}}')
+    lines = watcher.until("GUEST_PANICKED", "DUMP_COMPLETED", "RESET", "RESUME")
+    assert "action pause" in lines[0]
+    made = set(dumps.glob(pattern)) - before
+    assert len(made) == 1
+    dump = made.pop()
+    try:
+        assert dump.read_bytes()[:4] == b"\x7fELF"
+    finally:
+        dump.unlink()
+    assert virsh("domstate", name).strip() == "running"
+
+
+def test_an_unplug_the_guest_refuses(watch: tuple[str, Watch]) -> None:
+    name, watcher = watch
+    live = virsh("dumpxml", name)
+    dimm = live[
+        live.index("<memory model='dimm'") : live.index(
+            "</memory>", live.index("<memory model='dimm'")
+        )
+        + 9
+    ]
+    xml = Path(f"/tmp/{name}-dimm.xml")
+    xml.write_text(dimm)
+    try:
+        detach = subprocess.Popen(
+            ["virsh", "-c", URI, "detach-device", name, str(xml)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(1.0)  # libvirt has sent device_del and waits for the guest
+        virsh(
+            "qemu-monitor-command",
+            name,
+            '{"execute":"x-sim-unplug-reject","arguments":{"id":"dimm0"}}',
+        )
+        out, err = detach.communicate(timeout=WAIT)
+    finally:
+        xml.unlink()
+    lines = watcher.until("MEM_UNPLUG_ERROR", "DEVICE_UNPLUG_GUEST_ERROR")
+    assert "dimm0" in lines[-2] and "dimm0" in lines[-1]
+    # The DIMM is still there: libvirt never saw DEVICE_DELETED.
+    assert "<memory model='dimm'" in virsh("dumpxml", name)
+    # Not yet: libvirt 9.0 still answers "Device detached successfully" (its 5 s wait
+    # ends without taking our rejection), where the issue wants the failure reported.
+    del out, err
+
+
+def test_a_bound_scenario_panics_the_guest_after_boot(emulator: Path, tmp_path: Path) -> None:  # noqa: F811
+    scenario = tmp_path / "panic-after-boot.toml"
+    scenario.write_text(
+        'description = "panic 2 s after boot"\n\n[[steps]]\nwait = 2\n\n'
+        '[[steps]]\nguest = "panic"\nvalue = 1\n'
+    )
+    name = f"qmpevents-test-bound-{id(scenario)}"
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(bytes(1 << 20))
+    xml = domain_xml(name, emulator, disk)
+    xml = xml.replace(
+        "<domain type='qemu'>",
+        "<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>",
+    )
+    xml = xml.replace("<on_crash>coredump-restart</on_crash>", "<on_crash>preserve</on_crash>")
+    xml = xml.replace(
+        "</domain>",
+        "  <qemu:commandline>\n    <qemu:arg value='-x-sim-scenario'/>\n"
+        f"    <qemu:arg value='{escape(str(scenario))}'/>\n  </qemu:commandline>\n</domain>",
+    )
+    path = tmp_path / "domain.xml"
+    path.write_text(xml)
+    virsh("create", str(path), timeout=180)
+    try:
+        watcher = Watch(name)
+        try:
+            lines = watcher.until("GUEST_PANICKED")
+        finally:
+            watcher.close()
+        assert "action pause" in lines[-1]
+        deadline = time.monotonic() + WAIT
+        while not virsh("domstate", "--reason", name).startswith("crashed"):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        virsh("destroy", name, check=False)
