@@ -349,6 +349,13 @@ class LibvirtSource:
 
     # -- libvirt's callbacks (on the loop thread, dispatched by libvirtaio) ------------
 
+    def _followed(self, domain: Any, generation: int) -> str | None:
+        """The name of a domain whose callbacks this connection follows, else None."""
+        if generation != self._generation:
+            return None  # a callback of an earlier connection
+        name: str = domain.name()
+        return name if self.target.wants(name) else None
+
     def _closed_cb(self, _conn: Any, reason: int, generation: int) -> None:
         if generation == self._generation:
             self._lost.put_nowait(close_reason(reason))
@@ -356,11 +363,9 @@ class LibvirtSource:
     def _lifecycle_cb(
         self, _conn: Any, domain: Any, event: int, detail: int, generation: int
     ) -> None:
-        if generation != self._generation:
-            return
         try:
-            name = domain.name()
-            if not self.target.wants(name):
+            name = self._followed(domain, generation)
+            if name is None:
                 return
             if event == _LIFECYCLE_STARTED:
                 self._domain(name).attach(None, f"domain {name} started on {self.target.uri}")
@@ -379,11 +384,9 @@ class LibvirtSource:
         details: str | None,
         generation: int,
     ) -> None:
-        if generation != self._generation:
-            return
         try:
-            name = domain.name()
-            if not self.target.wants(name):
+            name = self._followed(domain, generation)
+            if name is None:
                 return
             data = _ANY_JSON.decode(details) if details else None
             if data is not None and not isinstance(data, dict):
