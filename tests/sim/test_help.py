@@ -44,6 +44,7 @@ name "virtserialport", bus virtio-serial-bus
 
 Misc devices:
 name "pvpanic", bus ISA
+name "pvpanic-pci", bus PCI
 name "virtio-balloon-pci", bus PCI, alias "virtio-balloon"
 
 Uncategorized devices:

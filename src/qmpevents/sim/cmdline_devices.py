@@ -7,7 +7,7 @@ keeps the JSON ones on a list of their own), which decides the order of
 value is checked as QEMU's visitors check it: a JSON value by its JSON type
 (``Parameter 'nr' expects uint64``), a ``key=value`` one by parsing its text.
 
-The devices are those the simulator answers for: pvpanic, virtio-serial with
+The devices are those the simulator answers for: pvpanic (ISA or PCI), virtio-serial with
 its ports, pc-dimm, and the devices libvirt adds to every domain, whose QMP
 side the model answers (``piix3-usb-uhci``: a child of ``/machine/peripheral``;
 ``virtio-balloon-pci``: ``balloon``/``query-balloon``; ``ide-hd``: an anonymous
@@ -34,6 +34,7 @@ _PCI: Final = {**_ANY_ID, "addr": "pci-addr", "multifunction": "bool"}
 _VIRTIO: Final = {"disable-modern": "bool", "disable-legacy": "on-off-auto"}
 DEVICE_PROPERTIES: Final[dict[str, dict[str, str]]] = {
     "pvpanic": {**_ANY_ID, "ioport": "uint16", "events": "uint8"},
+    "pvpanic-pci": {**_PCI, "events": "uint8"},
     "virtio-serial-pci": {**_PCI, **_VIRTIO, "max_ports": "uint32", "vectors": "uint32"},
     "virtserialport": {**_ANY_ID, "nr": "uint32", "chardev": "str", "name": "str"},
     "pc-dimm": {"id": "str", "memdev": "str", "node": "uint32", "slot": "int32", "addr": "uint64"},
@@ -179,6 +180,12 @@ class DeviceOptions:
         if self._has_pvpanic:
             raise OptionError("duplicate fw_cfg file name: etc/pvpanic-port")
         self._has_pvpanic = self.config.pvpanic = True
+
+    def _pvpanic_pci(self, driver: str, device_id: str, props: dict[str, Any], *_: str) -> None:
+        # The PCI model (any machine with PCI, pseries included) has no fw_cfg port
+        # file, so QEMU takes more than one.
+        self._pci_device(driver, device_id, props)
+        self.config.pvpanic = True
 
     def _virtio_serial_pci(
         self, driver: str, device_id: str, props: dict[str, Any], *_: str

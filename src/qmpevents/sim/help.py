@@ -81,6 +81,7 @@ DEVICE_MODELS: Final = (
     DeviceModel("virtio-serial-pci", "Input", bus="PCI", alias="virtio-serial"),
     DeviceModel("virtserialport", "Input", bus="virtio-serial-bus"),
     DeviceModel("pvpanic", "Misc", bus="ISA"),
+    DeviceModel("pvpanic-pci", "Misc", bus="PCI"),
     DeviceModel("virtio-balloon-pci", "Misc", bus="PCI", alias="virtio-balloon"),
     DeviceModel("pc-dimm", "Uncategorized", desc="DIMM memory module"),
 )

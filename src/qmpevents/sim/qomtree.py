@@ -68,7 +68,10 @@ def device_list(config: MachineConfig) -> list[DeviceConfig]:
     devices += [DeviceConfig("virtserialport", port.id) for port in config.vserports]
     devices += [DeviceConfig("pc-dimm", dimm.id) for dimm in config.dimms]
     if config.pvpanic:
-        devices.append(DeviceConfig("pvpanic"))
+        # pseries has no ISA bus: its pvpanic is the PCI model.
+        devices.append(
+            DeviceConfig("pvpanic-pci" if config.machine_type == "pseries" else "pvpanic")
+        )
     return devices
 
 
