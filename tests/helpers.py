@@ -12,7 +12,10 @@ DATA = REPO / "tests" / "data"
 REFERENCE = DATA / "qemu-7.2"
 # Our own fixture of the seven events' documentation examples, quirks included.
 EVENT_EXAMPLES = DATA / "event-examples.txt"
-TRANSCRIPTS = ("protocol", "dump", "migration", "guest_panic", "quorum", "vserport", "mem_unplug")
+TRANSCRIPTS = (
+    "protocol", "dump", "migration", "guest_panic", "quorum", "vserport", "mem_unplug",
+    "dimm_unplug_pc",
+)  # fmt: skip
 
 
 def load_transcript(name: str) -> dict[str, Any]:

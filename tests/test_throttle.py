@@ -348,7 +348,8 @@ def _wire_events(name: str) -> list[_WireEvent]:
 
 
 @pytest.mark.parametrize(
-    "name", ["dump", "migration", "guest_panic", "quorum", "vserport", "mem_unplug"]
+    "name",
+    ["dump", "migration", "guest_panic", "quorum", "vserport", "mem_unplug", "dimm_unplug_pc"],
 )
 def test_reference_transcripts_replay(name: str) -> None:
     """Every event QEMU sent, replayed at its creation time: same order, same send times.

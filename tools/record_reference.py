@@ -7,7 +7,8 @@ client sent on a QMP or qtest socket, at its recorded time) is played again
 against freshly started QEMU processes with the recorded command lines, and
 everything QEMU answers is recorded anew in the same format
 (``qmp-acceptance-transcript/1``). The guests are boot sectors built here (an
-idle loop, pvpanic writes, a memory-dirtying loop); images are made with the
+idle loop, pvpanic writes, a memory-dirtying loop, a guest that refuses DIMM
+unplugs); images are made with the
 recorded ``qemu-img``/``qemu-io`` commands. ``qmp_schema_full.json`` is
 ``query-qmp-schema`` of a plain ``-machine pc`` VM.
 
@@ -35,9 +36,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from guests import dirtying_guest, idle_guest, panic_guest, refusing_unplug_guest
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "tests" / "data" / "qemu-7.2"
-TRANSCRIPTS = ("protocol", "dump", "migration", "guest_panic", "quorum", "vserport", "mem_unplug")
+TRANSCRIPTS = (
+    "protocol", "dump", "migration", "guest_panic", "quorum", "vserport", "mem_unplug",
+    "dimm_unplug_pc",
+)  # fmt: skip
 # Recorded temporary paths look like this; a recording's own mkdtemp gives the same shape.
 PLACEHOLDER = re.compile(r"/tmp/qmp-acc-([a-z_]+)-XXXXXXXX")
 SOCKET_WAIT = 15.0
@@ -63,46 +69,9 @@ PANIC_WRITES: dict[str, list[int]] = {
 }
 
 
-def boot_sector(code: bytes) -> bytes:
-    """A 512-byte MBR running ``code`` in real mode at 0x7c00."""
-    if len(code) > 510:
-        raise ValueError("boot code over 510 bytes")
-    return code + bytes(510 - len(code)) + b"\x55\xaa"
-
-
-def idle_guest() -> bytes:
-    # cli; hlt; jmp back to hlt
-    return boot_sector(bytes([0xFA, 0xF4, 0xEB, 0xFD]))
-
-
-def panic_guest(values: list[int]) -> bytes:
-    # cli; mov dx, 0x505; (mov al, V; out dx, al)...; hlt; jmp back to hlt
-    code = bytearray([0xFA, 0xBA, 0x05, 0x05])
-    for value in values:
-        code += bytes([0xB0, value, 0xEE])
-    code += bytes([0xF4, 0xEB, 0xFD])
-    return boot_sector(bytes(code))
-
-
-def dirtying_guest() -> bytes:
-    """Rewrites 512 KiB (linear 0x10000-0x8ffff) forever.
-
-    Under TCG, QEMU 7.2 only notices re-dirtied pages after a bitmap sync once
-    the TLB is flushed, so every sweep toggles CR0.WP, which flushes it.
-    """
-    code = bytearray([0xFA, 0xFC])  # cli; cld
-    outer = len(code)
-    code += bytes([0xBB, 0x00, 0x10])  # mov bx, 0x1000
-    sweep = len(code)
-    code += bytes([0x8E, 0xC3, 0x31, 0xFF, 0xB9, 0x00, 0x80, 0xF3, 0xAB])  # es=bx; di=0; rep stosw
-    code += bytes([0x81, 0xC3, 0x00, 0x10, 0x81, 0xFB, 0x00, 0x90])  # bx += 0x1000; cmp 0x9000
-    code += bytes([0x72, (sweep - (len(code) + 2)) & 0xFF])  # jb sweep
-    code += bytes([0x0F, 0x20, 0xC0, 0x66, 0x35, 0x00, 0x00, 0x01, 0x00, 0x0F, 0x22, 0xC0])
-    code += bytes([0xEB, (outer - (len(code) + 2)) & 0xFF])  # jmp outer
-    return boot_sector(bytes(code))
-
-
 def guest_image(scenario: str, label: str) -> bytes:
+    if scenario == "dimm_unplug_pc":
+        return refusing_unplug_guest()
     if scenario == "guest_panic":
         return panic_guest(PANIC_WRITES[label])
     if scenario == "migration" and label == "dirty":

@@ -213,7 +213,7 @@ def test_qemu_72_qmp_reference_if_installed(tmp_path: Path) -> None:
     }  # fmt: skip
     assert {r.name for r in reports if r.name in seeds and r.ok} == seeds
     assert sum(not r.checked for r in reports) == 2
-    assert sum(bool(r.warnings) for r in reports) == 52
+    assert sum(bool(r.warnings) for r in reports) == 51
     invalid = [(r.name, r.problems[0].split(" at ")[0]) for r in reports if not r.ok]
     assert invalid == [
         (None, "JSON parse error, expected separator in dict"),  # query-blockstats

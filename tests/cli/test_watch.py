@@ -63,6 +63,28 @@ def test_describe_the_seed_events() -> None:
     assert describe("STOP", {}) == ""
 
 
+def test_describe_a_guests_acpi_ost_report() -> None:
+    """A refused DIMM unplug on pc, as QEMU 7.2 sends it, reads and shows as a failure."""
+    ost = b'{"timestamp": {"seconds": 1796121797, "microseconds": 787840}, "event": '
+    busy = ost + (
+        b'"ACPI_DEVICE_OST", "data": {"info": {"device": "dimm1", "source": 3, '
+        b'"status": 130, "slot": "0", "slot-type": "DIMM"}}}'
+    )
+    line = format_item("vm1", decode_event(busy))
+    assert line.plain.endswith(
+        " vm1 ACPI_DEVICE_OST dimm1 DIMM slot 0: eject request, device busy (0x82)"
+    )
+    assert any(span.style == "bold red" for span in line.spans)
+    progress = busy.replace(b'"status": 130', b'"status": 132')
+    line = format_item("vm1", decode_event(progress))
+    assert line.plain.endswith("eject request, eject in progress (0x84)")
+    assert not any(span.style == "bold red" for span in line.spans)
+    inserted = {"info": {"slot": "1", "slot-type": "CPU", "source": 1, "status": 0x81}}
+    assert describe("ACPI_DEVICE_OST", inserted) == (
+        "CPU slot 1: device check, driver load failure (0x81)"
+    )
+
+
 def test_human_bytes() -> None:
     assert [human_bytes(n) for n in (0, 1023, 1024, 67371008, 5 << 40)] == [
         "0 B",

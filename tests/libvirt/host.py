@@ -24,6 +24,8 @@ from xml.sax.saxutils import escape
 
 import pytest
 
+from tools.guests import panic_on_key_guest
+
 __all__ = [
     "URI",
     "Domain",
@@ -95,18 +97,6 @@ def start_libvirtd() -> None:
         if time.monotonic() > deadline:
             raise AssertionError("libvirtd did not answer within 30 s of starting")
         time.sleep(0.2)
-
-
-def panic_on_key_guest() -> bytes:
-    """A 512-byte boot sector: drain the keyboard, wait for a key, panic through pvpanic."""
-    code = bytearray([0xFA])  # cli
-    # drain: in al,0x64; test al,1; jz wait; in al,0x60; jmp drain
-    code += bytes([0xE4, 0x64, 0xA8, 0x01, 0x74, 0x04, 0xE4, 0x60, 0xEB, 0xF6])
-    # wait: in al,0x64; test al,1; jz wait
-    code += bytes([0xE4, 0x64, 0xA8, 0x01, 0x74, 0xFA])
-    # mov dx,0x505; mov al,1; out dx,al; hlt; jmp back to hlt
-    code += bytes([0xBA, 0x05, 0x05, 0xB0, 0x01, 0xEE, 0xF4, 0xEB, 0xFD])
-    return bytes(code) + bytes(510 - len(code)) + b"\x55\xaa"
 
 
 class Domain:

@@ -60,6 +60,9 @@ from qmpevents.sim.machine import Machine
         ("blockdev-del", {"node-name": "nope"}, "Failed to find node with node-name='nope'"),
         ("device_del", {"id": "nope"}, "Device 'nope' not found"),
         ("x-sim-unplug-reject", {"id": "nope"}, "Device 'nope' not found"),
+        ("x-sim-unplug-policy", {"answer": "accept"},
+         "Parameter 'answer' does not accept value 'accept'"),
+        ("x-sim-unplug-policy", {}, "Parameter 'answer' is missing"),
         ("x-sim-vserport", {"id": "vs0"}, "Parameter 'open' is missing"),
         ("x-sim-pvpanic", {"value": "1"}, "Invalid parameter type for 'value', expected: integer"),
         ("x-sim-dirty-rate", {}, "Parameter 'bytes-per-second' is missing"),
@@ -76,7 +79,10 @@ async def test_bad_arguments(command: str, arguments: dict[str, Any], desc: str)
 async def test_x_sim_commands_are_listed() -> None:
     machine = Machine(MachineConfig())
     names = {entry["name"] for entry in await machine.execute("query-commands")}
-    assert {"x-sim-pvpanic", "x-sim-vserport", "x-sim-unplug-reject", "x-sim-dirty-rate"} <= names
+    assert {
+        "x-sim-pvpanic", "x-sim-vserport", "x-sim-unplug-reject", "x-sim-unplug-policy",
+        "x-sim-dirty-rate",
+    } <= names  # fmt: skip
 
 
 async def test_hmp_errors_are_text() -> None:

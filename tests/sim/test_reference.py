@@ -117,6 +117,19 @@ async def test_mem_unplug(tmp: str) -> None:
     assert result.stderr.getvalue().count("Device hotunplug rejected by the guest") == 10
 
 
+async def test_dimm_unplug_pc(tmp: str) -> None:
+    """On pc the refusal is the guest's _OST reports; a repeated device_del asks again."""
+    refuse = {"execute": "x-sim-unplug-policy", "arguments": {"answer": "refuse"}}
+    actions = {
+        "device_del dimm1; the guest refuses (_OST 0x84, then 0x82)": GuestAction(
+            "start", [refuse]
+        ),
+    }
+    result = await replay("dimm_unplug_pc", tmp, actions)
+    assert result.compared == 12  # the greeting, six answers, five events
+    assert "rejected" not in result.stderr.getvalue()
+
+
 async def test_protocol(tmp: str) -> None:
     """protocol.json against qmpevents-qemu started with that transcript's own argv."""
     (process,) = load_transcript("protocol")["processes"]

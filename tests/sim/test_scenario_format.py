@@ -212,7 +212,7 @@ def test_semantic_errors_point_at_the_key_of_the_right_step(
          "command, guest, wait, wait-event, burst, corrupt, say, log"),
         ('[[steps]]\nguest = "reboot"\n', 2,
          "steps[0].guest: unknown guest action 'reboot'; expected one of "
-         "panic, vserport, unplug-reject, dirty-rate"),
+         "panic, vserport, unplug-reject, unplug-policy, dirty-rate"),
         # Wrong types and values.
         ('[[steps]]\nguest = "panic"\nvalue = "1"\n', 3,
          "steps[0].value: Expected `int`, got `str`"),

@@ -72,7 +72,40 @@ def _panicked(data: Mapping[str, Any]) -> str:
     return f"action {data.get('action')}" + (f" info {info.get('type')}" if info else "")
 
 
+# ACPI _OST (ACPI 6.x, 6.3.5): the event a report answers, and its status codes;
+# codes 0x80-0xff mean different things for an eject and for an insertion.
+_OST_SOURCES = {1: "device check", 3: "eject request", 0x103: "eject (OSPM)"}
+_OST_STATUS = {0: "success", 1: "failure", 2: "unrecognized notify"}
+_OST_EJECT_STATUS = {
+    0x80: "eject not supported", 0x81: "device in use", 0x82: "device busy",
+    0x83: "eject dependency busy", 0x84: "eject in progress",
+}  # fmt: skip
+_OST_INSERT_STATUS = {
+    0x80: "insertion in progress",
+    0x81: "driver load failure",
+    0x82: "insertion not supported",
+}
+
+
+def _acpi_ost(data: Mapping[str, Any]) -> str:
+    info = data.get("info", {})
+    source, status = info.get("source"), info.get("status")
+    codes = {**_OST_STATUS, **(_OST_EJECT_STATUS if source in (3, 0x103) else _OST_INSERT_STATUS)}
+    device = f"{info['device']} " if "device" in info else ""
+    what = _OST_SOURCES.get(source, f"source {source:#x}" if isinstance(source, int) else "")
+    answer = codes.get(status, "status")
+    code = f"{status:#x}" if isinstance(status, int) else str(status)
+    return f"{device}{info.get('slot-type')} slot {info.get('slot')}: {what}, {answer} ({code})"
+
+
+def _ost_refused(data: Mapping[str, Any]) -> bool:
+    """An eject the guest refused: what libvirt reports as a rejected unplug."""
+    info = data.get("info", {})
+    return info.get("source") in (3, 0x103) and info.get("status") in (1, 0x80, 0x81, 0x82, 0x83)
+
+
 _DESCRIBERS: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    "ACPI_DEVICE_OST": _acpi_ost,
     "DUMP_COMPLETED": _dump,
     "QUORUM_REPORT_BAD": _report_bad,
     "QUORUM_FAILURE": lambda d: f"reference {d.get('reference')} {_sectors(d)}",
@@ -153,6 +186,8 @@ def format_item(vm: str, item: ListenerItem, width: int = 0) -> Text:
 def _is_error(event: Event) -> bool:
     if event.name in _ERROR_EVENTS:
         return True
+    if event.name == "ACPI_DEVICE_OST":
+        return _ost_refused(plain_data(event))
     data = plain_data(event) if event.name in ("DUMP_COMPLETED", "QUORUM_REPORT_BAD") else {}
     return "error" in data
 

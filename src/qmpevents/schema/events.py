@@ -21,6 +21,7 @@ import msgspec
 
 from qmpevents.schema.members import unknown_members
 from qmpevents.schema.types import (
+    AcpiOstInfo,
     DumpQueryResult,
     GuestPanicAction,
     GuestPanicInformation,
@@ -33,6 +34,8 @@ from qmpevents.schema.types import (
 __all__ = [
     "EVENT_TYPES",
     "RAW_KEY",
+    "AcpiDeviceOst",
+    "AcpiDeviceOstData",
     "DeviceDeleted",
     "DeviceDeletedData",
     "DeviceUnplugGuestError",
@@ -273,6 +276,22 @@ class DeviceUnplugGuestError(KnownEvent, frozen=True, tag="DEVICE_UNPLUG_GUEST_E
     data: DeviceUnplugGuestErrorData
 
 
+class AcpiDeviceOstData(_Data, frozen=True, kw_only=True):
+    """ACPI_DEVICE_OST members."""
+
+    info: AcpiOstInfo
+
+
+class AcpiDeviceOst(KnownEvent, frozen=True, tag="ACPI_DEVICE_OST"):
+    """The guest reported on a hotplug request through ``_OST``.
+
+    On pc and q35 this is how a guest refuses a DIMM unplug (source 3, an eject
+    request, with a failure status); libvirt reports the refusal from it.
+    """
+
+    data: AcpiDeviceOstData
+
+
 class DeviceDeletedData(_Data, frozen=True, kw_only=True):
     """DEVICE_DELETED members; ``device`` is absent for id-less devices."""
 
@@ -368,6 +387,7 @@ ModeledEvent = (
     | VserportChange
     | GuestCrashloaded
     | DeviceUnplugGuestError
+    | AcpiDeviceOst
     | DeviceDeleted
     | Migration
     | Shutdown

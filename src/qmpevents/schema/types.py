@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 import msgspec
 
 __all__ = [
+    "AcpiOstInfo",
+    "AcpiSlotType",
     "DumpQueryResult",
     "DumpStatus",
     "GuestPanicAction",
@@ -35,6 +37,7 @@ UInt32 = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
 # uint64 member is checked.
 UInt64 = Annotated[int, msgspec.Meta(ge=0)]
 
+AcpiSlotType = Literal["DIMM", "CPU"]
 DumpStatus = Literal["none", "active", "completed", "failed"]
 GuestPanicAction = Literal["pause", "poweroff", "run"]
 QuorumOpType = Literal["read", "write", "flush"]
@@ -108,6 +111,20 @@ class DumpQueryResult(msgspec.Struct, frozen=True, gc=False):
     status: DumpStatus
     completed: int
     total: int
+
+
+class AcpiOstInfo(msgspec.Struct, frozen=True, omit_defaults=True, gc=False, kw_only=True):
+    """A guest's ``_OST`` report on a hotplug slot (QAPI ACPIOSTInfo).
+
+    ``source`` is the ACPI event it answers (1 device check, 3 eject request) and
+    ``status`` the guest's answer (0 success, 1 failure, 0x80-0x84 eject codes).
+    """
+
+    device: str | None = None
+    slot: str
+    slot_type: AcpiSlotType = msgspec.field(name="slot-type")
+    source: int
+    status: int
 
 
 class _PanicInfoBase(msgspec.Struct, frozen=True, gc=False, tag_field="type"):

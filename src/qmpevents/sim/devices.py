@@ -16,16 +16,30 @@ The guest's side is played by QMP commands in QEMU's experimental ``x-`` style
   ``virtserialport`` with qdev id ID: VSERPORT_CHANGE, throttled per id, sent
   again for a port already in that state; an unknown id does nothing.
 * ``x-sim-unplug-reject {"id": ID}``: the guest refuses the pending unplug of
-  DIMM ID: MEM_UNPLUG_ERROR, then DEVICE_UNPLUG_GUEST_ERROR twice (as QEMU 7.2's
-  spapr code sends it); nothing when no unplug is pending.
+  DIMM ID; nothing when no unplug is pending. How QEMU 7.2 reports it depends on
+  the machine. pseries (spapr): MEM_UNPLUG_ERROR, then DEVICE_UNPLUG_GUEST_ERROR
+  twice. pc and q35 (ACPI): the guest's ``_OST`` reports, as a Linux guest writes
+  them to the memory hotplug registers (drivers/acpi/scan.c): ACPI_DEVICE_OST
+  with status 0x84 (eject in progress), then 0x82 (device busy), which libvirt
+  takes as the guest's refusal. On x86 QEMU sends MEM_UNPLUG_ERROR only when its
+  own unplug fails after the guest ejected the DIMM, which cannot happen for a
+  pc-dimm.
+* ``x-sim-unplug-policy {"answer": A}``: how the guest answers the DIMM unplugs
+  asked from now on. ``ignore`` (the default, a guest without memory hot-unplug
+  support): the unplug stays pending. ``refuse`` (a guest whose memory cannot
+  be taken offline): the guest refuses each request right after ``device_del``
+  returns, as above, so that a caller that waits for the answer (libvirt's
+  ``detach-device``) gets it.
 
 ``device_del`` starts a DIMM unplug (the guest must answer), removes a
-``virtserialport`` at once (DEVICE_DELETED), and refuses the ISA pvpanic.
+``virtserialport`` at once (DEVICE_DELETED), and refuses the ISA pvpanic. A
+second ``device_del`` of a DIMM whose unplug is pending is refused on pseries
+("already in progress"); on pc and q35 QEMU asks the guest again.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgspec
 
@@ -58,6 +72,16 @@ class DeviceIdArguments(msgspec.Struct):
     id: str
 
 
+UnplugAnswer = Literal["ignore", "refuse"]
+"""How the simulated guest answers a DIMM unplug request (``x-sim-unplug-policy``)."""
+
+
+class UnplugPolicyArguments(msgspec.Struct):
+    """``x-sim-unplug-policy``: the guest's answer to the DIMM unplugs asked from now on."""
+
+    answer: UnplugAnswer
+
+
 class MemoryDeviceData(msgspec.Struct, kw_only=True):
     """QAPI PCDIMMDeviceInfo."""
 
@@ -81,6 +105,12 @@ class MemoryDeviceInfo(msgspec.Struct):
 _PANICKED = 1
 _CRASH_LOADED = 2
 
+# ACPI _OST of an Eject Request (source 3), as Linux reports a memory eject it
+# cannot do: "in progress" first, then "device busy" (memory it cannot offline).
+_OST_EJECT_REQUEST: Final = 3
+_OST_EJECT_IN_PROGRESS: Final = 0x84
+_OST_DEVICE_BUSY: Final = 0x82
+
 
 class Devices:
     """The machine's pvpanic, virtio-serial ports and DIMMs."""
@@ -92,6 +122,7 @@ class Devices:
         self.port_buses = set(config.serial_buses)
         self.dimms = {dimm.id: dimm for dimm in config.dimms}
         self.unplug_pending: set[str] = set()
+        self.unplug_answer: UnplugAnswer = "ignore"
 
     def install(self) -> None:
         """Register ``device_del``, ``query-memory-devices`` and the guest actions."""
@@ -103,6 +134,7 @@ class Devices:
         server.register("x-sim-pvpanic", self._pvpanic, PvpanicArguments)
         server.register("x-sim-vserport", self._vserport, VserportArguments)
         server.register("x-sim-unplug-reject", self._unplug_reject, DeviceIdArguments)
+        server.register("x-sim-unplug-policy", self._unplug_policy, UnplugPolicyArguments)
 
     # --- pvpanic --------------------------------------------------------------------
 
@@ -164,9 +196,11 @@ class Devices:
         if device in self.dimms:
             if self._machine.migration.active:
                 fail("device_del not allowed while migrating")
-            if device in self.unplug_pending:
+            if self._spapr and device in self.unplug_pending:
                 fail(f"Memory unplug already in progress for device {device}")
             self.unplug_pending.add(device)
+            if self.unplug_answer == "refuse":
+                ctx.after_reply(lambda: self._guest_refuses(device))
             return {}
         if device in self.ports:
             del self.ports[device]
@@ -181,24 +215,55 @@ class Devices:
     def _unplug_reject(self, args: DeviceIdArguments, ctx: CommandContext) -> Any:
         if args.id not in self.dimms:
             device_not_found(args.id)
-        if args.id not in self.unplug_pending:
-            return {}
-        self.unplug_pending.discard(args.id)
+        self._guest_refuses(args.id)
+        return {}
+
+    def _unplug_policy(self, args: UnplugPolicyArguments, ctx: CommandContext) -> Any:
+        self.unplug_answer = args.answer
+        return {}
+
+    @property
+    def _spapr(self) -> bool:
+        return self._machine.config.machine_type == "pseries"
+
+    def _guest_refuses(self, device: str) -> None:
+        """The guest refuses the pending unplug of DIMM ``device``, reported as QEMU 7.2 does."""
+        if device not in self.unplug_pending:
+            return
+        self.unplug_pending.discard(device)
         server = self._machine.server
-        message = f"Memory hotunplug rejected by the guest for device {args.id}"
-        server.emit("MEM_UNPLUG_ERROR", {"device": args.id, "msg": message})
-        path = {"device": args.id, "path": f"/machine/peripheral/{args.id}"}
+        if not self._spapr:
+            for status in (_OST_EJECT_IN_PROGRESS, _OST_DEVICE_BUSY):
+                info = {
+                    "device": device,
+                    "source": _OST_EJECT_REQUEST,
+                    "status": status,
+                    "slot": str(self._slots()[device]),
+                    "slot-type": "DIMM",
+                }
+                server.emit("ACPI_DEVICE_OST", {"info": info})
+            return
+        message = f"Memory hotunplug rejected by the guest for device {device}"
+        server.emit("MEM_UNPLUG_ERROR", {"device": device, "msg": message})
+        path = {"device": device, "path": f"/machine/peripheral/{device}"}
         for _ in range(2):
             # QEMU 7.2 reports the rejection from both the DRC and the memory code.
             self._machine.stderr.write(
                 f"{self._machine.program}: Device hotunplug rejected by the guest "
-                f"for device {args.id}\n"
+                f"for device {device}\n"
             )
             server.emit("DEVICE_UNPLUG_GUEST_ERROR", path)
-        return {}
+
+    def _slots(self) -> dict[str, int]:
+        """Each DIMM's slot: the one it was given, else its place among the DIMMs."""
+        return {
+            dimm.id: dimm.slot if dimm.slot >= 0 else index
+            for index, dimm in enumerate(self.dimms.values())
+        }
 
     def _query_memory_devices(self, _: object, ctx: CommandContext) -> list[MemoryDeviceInfo]:
         addresses = self._machine.memory.dimm_addresses
+        slots = self._slots()
         return [
             MemoryDeviceInfo(
                 "dimm",
@@ -206,12 +271,12 @@ class Devices:
                     id=dimm.id,
                     addr=addresses[dimm.id],
                     size=dimm.size,
-                    slot=dimm.slot if dimm.slot >= 0 else slot,
+                    slot=slots[dimm.id],
                     node=dimm.node,
                     memdev=f"/objects/{dimm.memdev}",
                     hotplugged=False,
                     hotpluggable=True,
                 ),
             )
-            for slot, dimm in enumerate(self.dimms.values())
+            for dimm in self.dimms.values()
         ]

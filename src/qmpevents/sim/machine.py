@@ -44,6 +44,7 @@ __all__ = ["Machine", "Timing", "public_tcp_risk"]
 _EXTRA_EVENTS = (
     "GUEST_CRASHLOADED",
     "DEVICE_UNPLUG_GUEST_ERROR",
+    "ACPI_DEVICE_OST",
     "DEVICE_DELETED",
     "MIGRATION",
     "POWERDOWN",

@@ -49,6 +49,7 @@ The kind of a step is the one key among these that it has:
 ``command``         a QMP command: ``arguments``, ``expect-error`` (an error class)
 ``guest``           a guest action: ``"panic"`` (``value``, default 1),
                     ``"vserport"`` (``id``, ``open``), ``"unplug-reject"`` (``id``),
+                    ``"unplug-policy"`` (``answer``: ``"refuse"`` or ``"ignore"``),
                     ``"dirty-rate"`` (``bytes-per-second``); the ``x-sim-`` commands
 ``wait``            sleep this many seconds
 ``wait-event``      wait until a client has received this event (``timeout``,
@@ -84,6 +85,7 @@ __all__ = [
     "DriveSpec",
     "GuestDirtyRate",
     "GuestPanic",
+    "GuestUnplugPolicy",
     "GuestUnplugReject",
     "GuestVserport",
     "ImageSpec",
@@ -109,7 +111,7 @@ STEP_KINDS: Final = ("command", "guest", "wait", "wait-event", "burst", "corrupt
 BURST_KINDS: Final = ("command", "guest", "corrupt")
 """The step kinds a burst may repeat."""
 
-GUEST_ACTIONS: Final = ("panic", "vserport", "unplug-reject", "dirty-rate")
+GUEST_ACTIONS: Final = ("panic", "vserport", "unplug-reject", "unplug-policy", "dirty-rate")
 """The values of ``guest``; each runs the ``x-sim-`` command of the same name."""
 
 Size = Annotated[int, msgspec.Meta(ge=0)] | str
@@ -203,6 +205,13 @@ class GuestUnplugReject(_Step, tag="guest=unplug-reject"):
     id: str
 
 
+class GuestUnplugPolicy(_Step, tag="guest=unplug-policy"):
+    """How the guest answers DIMM unplugs from now on: ``refuse`` each, or ``ignore`` them."""
+
+    guest: Literal["unplug-policy"]
+    answer: Literal["ignore", "refuse"]
+
+
 class GuestDirtyRate(_Step, tag="guest=dirty-rate"):
     """The guest writes ``bytes_per_second`` of its memory per second (migration passes)."""
 
@@ -246,7 +255,13 @@ class LogStep(_Step, tag="log"):
 
 
 BurstItem = (
-    CommandStep | GuestPanic | GuestVserport | GuestUnplugReject | GuestDirtyRate | CorruptStep
+    CommandStep
+    | GuestPanic
+    | GuestVserport
+    | GuestUnplugReject
+    | GuestUnplugPolicy
+    | GuestDirtyRate
+    | CorruptStep
 )
 """What a burst repeats: steps that act at once."""
 

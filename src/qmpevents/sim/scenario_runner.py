@@ -32,6 +32,7 @@ from qmpevents.sim.scenario_format import (
     DriveSpec,
     GuestDirtyRate,
     GuestPanic,
+    GuestUnplugPolicy,
     GuestUnplugReject,
     GuestVserport,
     LogStep,
@@ -238,6 +239,8 @@ def _command(step: BurstItem) -> tuple[str, dict[str, Any], str | None]:
         return "x-sim-vserport", {"id": step.id, "open": step.open}, None
     if isinstance(step, GuestUnplugReject):
         return "x-sim-unplug-reject", {"id": step.id}, None
+    if isinstance(step, GuestUnplugPolicy):
+        return "x-sim-unplug-policy", {"answer": step.answer}, None
     assert isinstance(step, GuestDirtyRate)
     return "x-sim-dirty-rate", {"bytes-per-second": size_of(step.bytes_per_second)}, None
 
