@@ -31,9 +31,11 @@ async def test_every_seed_event_reaches_qemu_qmp() -> None:
             with open(f"{tmp}/c{index}.raw", "wb") as f:
                 f.write(bytes([byte]) * 4096)
         argv = [
-            "-qmp", f"unix:{tmp}/q.sock,server=on,wait=off", "-m", "16M,slots=2,maxmem=1G",
-            "-action", "panic=none", "-device", "pvpanic", "-device", "virtio-serial-pci,id=v",
-            "-device", "virtserialport,id=vs0", "-object", "memory-backend-ram,id=m1,size=64M",
+            # pseries: where QEMU 7.2 reports a refused DIMM unplug with MEM_UNPLUG_ERROR.
+            "-qmp", f"unix:{tmp}/q.sock,server=on,wait=off", "-machine", "pseries",
+            "-m", "256M,slots=2,maxmem=1G", "-action", "panic=none", "-device", "pvpanic-pci",
+            "-device", "virtio-serial-pci,id=v", "-device", "virtserialport,id=vs0",
+            "-object", "memory-backend-ram,id=m1,size=256M",
             "-device", "pc-dimm,id=dimm1,memdev=m1",
         ]  # fmt: skip
         machine = Machine(
