@@ -1,0 +1,81 @@
+"""The oracle for a refused DIMM unplug: real QEMU 7.2 under libvirt, a guest that refuses.
+
+The guest (tools/guests.py) answers the unplug request through QEMU's ACPI
+memory hotplug registers as Linux does when it cannot take the memory offline;
+QEMU sends ACPI_DEVICE_OST and libvirt fails ``detach-device``. The domain on
+qmpevents-qemu must do the same (test_sim_domain_events.py).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import pytest
+
+from tests.libvirt.host import URI, require_libvirt, virsh
+from tests.libvirt.test_sim_domain_events import Watch, dimm_xml
+from tools.guests import refusing_unplug_guest
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def domain_xml(name: str, disk: Path) -> str:
+    emulator = shutil.which("qemu-system-x86_64") or "/usr/bin/qemu-system-x86_64"
+    return f"""<domain type='qemu'>
+  <name>{escape(name)}</name>
+  <maxMemory slots='4' unit='MiB'>1024</maxMemory>
+  <memory unit='MiB'>160</memory>
+  <vcpu>1</vcpu>
+  <cpu><numa><cell id='0' cpus='0' memory='32' unit='MiB'/></numa></cpu>
+  <features><acpi/></features>
+  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
+  <devices>
+    <emulator>{escape(emulator)}</emulator>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file='{escape(str(disk))}'/>
+      <target dev='hda' bus='ide'/>
+    </disk>
+    <memory model='dimm'><target><size unit='MiB'>128</size><node>0</node></target></memory>
+  </devices>
+</domain>
+"""
+
+
+@pytest.fixture
+def domain(tmp_path: Path) -> Iterator[str]:
+    require_libvirt()
+    name = f"qmpevents-test-refuse-{os.getpid()}"
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(refusing_unplug_guest() + bytes((1 << 20) - 512))
+    xml = tmp_path / "domain.xml"
+    xml.write_text(domain_xml(name, disk))
+    virsh("create", str(xml))
+    yield name
+    virsh("destroy", name, check=False)
+
+
+def test_libvirt_reports_the_refusal_of_real_qemus_guest(domain: str, tmp_path: Path) -> None:
+    watcher = Watch(domain)
+    try:
+        xml = tmp_path / "dimm.xml"
+        xml.write_text(dimm_xml(domain))
+        detach = subprocess.run(
+            ["virsh", "-c", URI, "detach-device", domain, str(xml)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert detach.returncode == 1
+        assert "unplug of device was rejected by the guest" in detach.stderr
+        lines = watcher.until("ACPI_DEVICE_OST", "ACPI_DEVICE_OST")
+    finally:
+        watcher.close()
+    assert [line.split(maxsplit=2)[2] for line in lines[-2:]] == [
+        "ACPI_DEVICE_OST dimm0 DIMM slot 0: eject request, eject in progress (0x84)",
+        "ACPI_DEVICE_OST dimm0 DIMM slot 0: eject request, device busy (0x82)",
+    ]
+    assert "<memory model='dimm'" in virsh("dumpxml", domain)
