@@ -7,6 +7,7 @@ so ``stop`` on a paused or prelaunch VM changes nothing and sends nothing;
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Final
 
@@ -26,7 +27,23 @@ class VMState:
 
     def __init__(self, emit: Callable[[str], object], *, start_paused: bool = False) -> None:
         self._emit = emit
+        self._has_run = asyncio.Event()
         self.status = "prelaunch" if start_paused else "running"
+
+    @property
+    def status(self) -> str:
+        """QAPI RunState: ``running``, ``paused``, ``prelaunch``, ``shutdown``..."""
+        return self._status
+
+    @status.setter
+    def status(self, value: str) -> None:
+        self._status = value
+        if value == "running":
+            self._has_run.set()
+
+    async def first_run(self) -> None:
+        """Return once the VM has been running (at once if it ever was)."""
+        await self._has_run.wait()
 
     @property
     def running(self) -> bool:

@@ -22,7 +22,6 @@ management stack expects of a guest.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import tomllib
 
@@ -34,7 +33,6 @@ from qmpevents.sim.scenario_runner import run_scenario
 __all__ = ["load_bound_scenario", "play_bound_scenario"]
 
 OPTION = "-x-sim-scenario"
-_POLL = 0.05  # seconds between two looks at the run state while waiting for the first run
 
 
 def load_bound_scenario(path: str | os.PathLike[str]) -> Scenario:
@@ -50,8 +48,7 @@ def load_bound_scenario(path: str | os.PathLike[str]) -> Scenario:
 
 async def play_bound_scenario(machine: Machine, scenario: Scenario) -> None:
     """Wait for the guest's first run, then play the timeline; report a failure, never raise."""
-    while not machine.server.vm.running:
-        await asyncio.sleep(_POLL)
+    await machine.server.vm.first_run()
     try:
         await run_scenario(machine, scenario)
     except ConfigError as error:  # ScenarioError: a step failed, with its line
