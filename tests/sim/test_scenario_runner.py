@@ -194,6 +194,31 @@ async def test_given_workdir_is_kept(tmp_path: Path) -> None:
     assert (tmp_path / "keep.img").stat().st_size == 512
 
 
+async def test_a_guest_that_refuses_unplugs(tmp_path: Path) -> None:
+    text = """\
+[machine]
+dimms = [{ id = "dimm1", size = "128M" }]
+
+[[steps]]
+guest = "unplug-policy"
+answer = "refuse"
+
+[[steps]]
+command = "device_del"
+arguments = { id = "dimm1" }
+
+[[steps]]
+wait-event = "ACPI_DEVICE_OST"
+where = { info = { device = "dimm1", status = 0x82 } }
+timeout = 5
+"""
+    async with running(text, tmp_path) as run:
+        await run_scenario(run.machine, run.scenario)
+        await run.settle()
+        statuses = [d["info"]["status"] for d in run.data("ACPI_DEVICE_OST")]
+        assert statuses == [0x84, 0x82]
+
+
 async def test_expect_error(tmp_path: Path) -> None:
     good = '[[steps]]\ncommand = "device_del"\narguments = { id = "x" }\n'
     good += 'expect-error = "DeviceNotFound"\n'

@@ -23,6 +23,7 @@ from qmpevents.sim.machine import Machine
 
 MACHINES = {
     "pc": ["-machine", "pc", "-m", "64M,slots=2,maxmem=1G"],
+    "q35": ["-machine", "q35", "-m", "64M,slots=2,maxmem=1G"],
     "pseries": ["-machine", "pseries", "-m", "256M,slots=2,maxmem=1G"],
 }
 
@@ -54,6 +55,7 @@ async def guest(request: pytest.FixtureRequest) -> AsyncIterator[Guest]:
     argv = [
         *MACHINES[request.param], "-qmp", f"unix:{tmp}/q.sock,server=on,wait=off",
         "-object", "memory-backend-ram,id=m1,size=256M", "-device", "pc-dimm,id=dimm1,memdev=m1",
+        "-device", "virtio-serial-pci,id=vs",
     ]  # fmt: skip
     machine = Machine(parse_command_line(argv))
     await machine.start()
@@ -67,6 +69,7 @@ async def guest(request: pytest.FixtureRequest) -> AsyncIterator[Guest]:
 
 REFUSED = {
     "pc": ["ACPI_DEVICE_OST", "ACPI_DEVICE_OST"],
+    "q35": ["ACPI_DEVICE_OST", "ACPI_DEVICE_OST"],
     "pseries": ["MEM_UNPLUG_ERROR", "DEVICE_UNPLUG_GUEST_ERROR", "DEVICE_UNPLUG_GUEST_ERROR"],
 }
 
@@ -99,6 +102,40 @@ async def test_a_refusing_guest_answers_every_request_by_itself(guest: Guest) ->
     assert [device["data"]["id"] for device in devices] == ["dimm1"]
     await guest.execute("x-sim-unplug-policy", {"answer": "ignore"})
     await guest.execute("device_del", {"id": "dimm1"})
+    assert await guest.names() == []
+
+
+async def test_a_paused_guest_answers_once_it_runs(guest: Guest) -> None:
+    await guest.execute("x-sim-unplug-policy", {"answer": "refuse"})
+    await guest.execute("stop")
+    await guest.execute("device_del", {"id": "dimm1"})
+    await asyncio.sleep(0.05)
+    assert await guest.names() == ["STOP"]
+    await guest.execute("cont")
+    assert await guest.names() == ["RESUME", *REFUSED[guest.kind]]
+
+
+async def test_choosing_refuse_answers_the_unplugs_already_waiting(guest: Guest) -> None:
+    await guest.execute("device_del", {"id": "dimm1"})
+    await guest.execute("x-sim-unplug-policy", {"answer": "refuse"})
+    assert await guest.names() == REFUSED[guest.kind]
+    await guest.execute("device_del", {"id": "dimm1"})  # nothing pending: pseries takes it too
+    assert await guest.names() == REFUSED[guest.kind]
+
+
+async def test_a_pci_device_unplug_stays_pending(guest: Guest) -> None:
+    """As QEMU 7.2 answers for a cold-plugged virtio-serial-pci with no guest to eject it."""
+    if guest.kind == "q35":
+        with pytest.raises(CommandError, match=r"Bus 'pcie\.0' does not support hotplugging"):
+            await guest.execute("device_del", {"id": "vs"})
+        return
+    assert await guest.execute("device_del", {"id": "vs"}) == {}
+    again = {
+        "pc": "Device vs is already in the process of unplug",
+        "pseries": "PCI device unplug already in progress for device vs",
+    }[guest.kind]
+    with pytest.raises(CommandError, match=again):
+        await guest.execute("device_del", {"id": "vs"})
     assert await guest.names() == []
 
 

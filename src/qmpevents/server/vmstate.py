@@ -28,6 +28,7 @@ class VMState:
     def __init__(self, emit: Callable[[str], object], *, start_paused: bool = False) -> None:
         self._emit = emit
         self._has_run = asyncio.Event()
+        self._is_running = asyncio.Event()
         self.status = "prelaunch" if start_paused else "running"
 
     @property
@@ -40,10 +41,17 @@ class VMState:
         self._status = value
         if value == "running":
             self._has_run.set()
+            self._is_running.set()
+        else:
+            self._is_running.clear()
 
     async def first_run(self) -> None:
         """Return once the VM has been running (at once if it ever was)."""
         await self._has_run.wait()
+
+    async def until_running(self) -> None:
+        """Return once the VM runs (at once if it does): when the guest can act."""
+        await self._is_running.wait()
 
     @property
     def running(self) -> bool:

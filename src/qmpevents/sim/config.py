@@ -22,6 +22,7 @@ __all__ = [
     "NumaNode",
     "PanicAction",
     "ShutdownAction",
+    "UnplugAnswer",
     "VserportConfig",
 ]
 
@@ -29,6 +30,8 @@ MIB: Final = 1 << 20
 
 PanicAction = Literal["pause", "shutdown", "exit-failure", "none"]
 ShutdownAction = Literal["poweroff", "pause"]
+UnplugAnswer = Literal["ignore", "refuse"]
+"""How the simulated guest answers a DIMM unplug request (``x-sim-unplug-policy``)."""
 
 
 @dataclass(frozen=True, slots=True)

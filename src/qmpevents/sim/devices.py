@@ -31,20 +31,29 @@ The guest's side is played by QMP commands in QEMU's experimental ``x-`` style
   returns, as above, so that a caller that waits for the answer (libvirt's
   ``detach-device``) gets it.
 
+The guest answers only while its vCPUs run: a refusal due while the machine
+is paused (``-S``, ``stop``) comes after ``cont``, as from a real guest.
+Choosing ``refuse`` also answers the unplugs already waiting.
+
 ``device_del`` starts a DIMM unplug (the guest must answer), removes a
-``virtserialport`` at once (DEVICE_DELETED), and refuses the ISA pvpanic. A
-second ``device_del`` of a DIMM whose unplug is pending is refused on pseries
-("already in progress"); on pc and q35 QEMU asks the guest again.
+``virtserialport`` at once (DEVICE_DELETED), refuses the ISA pvpanic, and
+leaves a PCI device's unplug pending on pc and pseries (no simulated guest
+ejects one) while q35's root bus refuses it. A second ``device_del`` of a DIMM
+whose unplug is pending is refused on pseries ("already in progress"); on pc
+and q35 QEMU asks the guest again.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final, Literal
+import asyncio
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
 from qmpevents.schema.events import DeviceDeletedData
 from qmpevents.server.commands import CommandContext
+from qmpevents.sim.config import UnplugAnswer
 from qmpevents.sim.errors import device_not_found, fail
 
 if TYPE_CHECKING:
@@ -70,10 +79,6 @@ class DeviceIdArguments(msgspec.Struct):
     """Arguments naming a device by its qdev id (``device_del``, ``x-sim-unplug-reject``)."""
 
     id: str
-
-
-UnplugAnswer = Literal["ignore", "refuse"]
-"""How the simulated guest answers a DIMM unplug request (``x-sim-unplug-policy``)."""
 
 
 class UnplugPolicyArguments(msgspec.Struct):
@@ -102,6 +107,10 @@ class MemoryDeviceInfo(msgspec.Struct):
     data: MemoryDeviceData
 
 
+_PCI_DRIVERS: Final = frozenset(
+    {"virtio-serial-pci", "virtio-balloon-pci", "piix3-usb-uhci", "pvpanic-pci"}
+)
+
 _PANICKED = 1
 _CRASH_LOADED = 2
 
@@ -119,7 +128,10 @@ class Devices:
         self._machine = machine
         config = machine.config
         self.ports: dict[str, bool] = {port.id: False for port in config.vserports}
-        self.port_buses = set(config.serial_buses)
+        named = [(d.driver, d.id) for d in config.devices if d.id]
+        self.isa_devices = {"pvpanic"} | {i for driver, i in named if driver == "pvpanic"}
+        self.pci_devices = set(config.serial_buses) | {i for d, i in named if d in _PCI_DRIVERS}
+        self.pci_unplug_pending: set[str] = set()
         self.dimms = {dimm.id: dimm for dimm in config.dimms}
         self.unplug_pending: set[str] = set()
         self.unplug_answer: UnplugAnswer = "ignore"
@@ -140,7 +152,7 @@ class Devices:
 
     def _pvpanic(self, args: PvpanicArguments, ctx: CommandContext) -> Any:
         if not self._machine.config.pvpanic:
-            fail("The machine has no pvpanic device (-device pvpanic)")
+            fail("The machine has no pvpanic device (-device pvpanic or pvpanic-pci)")
         if not 0 <= args.value <= 0xFF:
             fail("Parameter 'value' expects uint8")
         if args.value & _PANICKED:
@@ -196,21 +208,39 @@ class Devices:
         if device in self.dimms:
             if self._machine.migration.active:
                 fail("device_del not allowed while migrating")
-            if self._spapr and device in self.unplug_pending:
+            if not self._acpi and device in self.unplug_pending:
                 fail(f"Memory unplug already in progress for device {device}")
             self.unplug_pending.add(device)
             if self.unplug_answer == "refuse":
-                ctx.after_reply(lambda: self._guest_refuses(device))
+                ctx.after_reply(partial(self._answer_when_running, device))
             return {}
         if device in self.ports:
             del self.ports[device]
             path = f"/machine/peripheral/{device}"
             self._machine.server.emit("DEVICE_DELETED", DeviceDeletedData(device=device, path=path))
             return {}
-        if device == "pvpanic" or device in self.port_buses:
-            bus = "isa.0" if device == "pvpanic" else "pci.0"
-            fail(f"Bus '{bus}' does not support hotplugging")
+        if device in self.isa_devices:
+            fail("Bus 'isa.0' does not support hotplugging")
+        if device in self.pci_devices:
+            return self._pci_unplug(device)
         device_not_found(device)
+
+    def _pci_unplug(self, device: str) -> Any:
+        """A PCI device's unplug request: the guest must eject it, and none here does.
+
+        As measured on QEMU 7.2: pc's pci.0 hotplugs through ACPI and pseries
+        through its DRCs, so the request stays pending; q35's root bus pcie.0 has
+        no hotplug (devices go on root ports for that).
+        """
+        machine_type = self._machine.config.machine_type
+        if machine_type == "q35":
+            fail("Bus 'pcie.0' does not support hotplugging")
+        if device in self.pci_unplug_pending:
+            if machine_type == "pseries":
+                fail(f"PCI device unplug already in progress for device {device}")
+            fail(f"Device {device} is already in the process of unplug")
+        self.pci_unplug_pending.add(device)
+        return {}
 
     def _unplug_reject(self, args: DeviceIdArguments, ctx: CommandContext) -> Any:
         if args.id not in self.dimms:
@@ -220,11 +250,26 @@ class Devices:
 
     def _unplug_policy(self, args: UnplugPolicyArguments, ctx: CommandContext) -> Any:
         self.unplug_answer = args.answer
+        if args.answer == "refuse":
+            # The guest now answers the requests it has left waiting, too.
+            for device in sorted(self.unplug_pending):
+                ctx.after_reply(partial(self._answer_when_running, device))
         return {}
 
+    def _answer_when_running(self, device: str) -> None:
+        """The guest answers once its vCPUs run: at once, or after ``cont``."""
+
+        async def answer() -> None:
+            await asyncio.sleep(0)
+            await self._machine.server.vm.until_running()
+            self._guest_refuses(device)
+
+        self._machine.server.spawn(answer(), f"guest-unplug-{device}")
+
     @property
-    def _spapr(self) -> bool:
-        return self._machine.config.machine_type == "pseries"
+    def _acpi(self) -> bool:
+        """pc and q35 hotplug memory through ACPI; pseries (spapr) through its DRCs."""
+        return self._machine.config.machine_type in ("pc", "q35")
 
     def _guest_refuses(self, device: str) -> None:
         """The guest refuses the pending unplug of DIMM ``device``, reported as QEMU 7.2 does."""
@@ -232,7 +277,7 @@ class Devices:
             return
         self.unplug_pending.discard(device)
         server = self._machine.server
-        if not self._spapr:
+        if self._acpi:
             for status in (_OST_EJECT_IN_PROGRESS, _OST_DEVICE_BUSY):
                 info = {
                     "device": device,

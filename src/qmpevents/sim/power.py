@@ -20,7 +20,7 @@ resets and continues it.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from qmpevents.server.commands import CommandContext
 
@@ -28,9 +28,6 @@ if TYPE_CHECKING:
     from qmpevents.sim.machine import Machine
 
 __all__ = ["PowerButton"]
-
-# How often a guest whose vCPUs are stopped is checked for having started again.
-_POLL: Final = 0.01
 
 
 class PowerButton:
@@ -57,8 +54,7 @@ class PowerButton:
     async def _guest_shuts_down(self) -> None:
         vm = self._machine.server.vm
         await asyncio.sleep(0)
-        while vm.status != "running":
-            await asyncio.sleep(_POLL)
+        await vm.until_running()
         self._pending = None
         self.guest_shutdown()
 

@@ -70,7 +70,7 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
-from qmpevents.sim.config import PanicAction
+from qmpevents.sim.config import PanicAction, UnplugAnswer
 
 __all__ = [
     "BURST_KINDS",
@@ -209,7 +209,7 @@ class GuestUnplugPolicy(_Step, tag="guest=unplug-policy"):
     """How the guest answers DIMM unplugs from now on: ``refuse`` each, or ``ignore`` them."""
 
     guest: Literal["unplug-policy"]
-    answer: Literal["ignore", "refuse"]
+    answer: UnplugAnswer
 
 
 class GuestDirtyRate(_Step, tag="guest=dirty-rate"):
