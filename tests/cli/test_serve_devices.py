@@ -188,7 +188,7 @@ async def test_device_options_serve_the_guest_actions(tmp_path: Path) -> None:
         "qmpevents serve: device virtserialport vs0 on virtio-serial0 "
         "(guest action x-sim-vserport)",
         "qmpevents serve: device pc-dimm dimm1, 128M "
-        "(device_del, then guest action x-sim-unplug-reject)",
+        "(device_del, then guest action x-sim-unplug-reject or x-sim-unplug-policy)",
     ]
 
 

@@ -87,7 +87,8 @@ def test_describe_devices() -> None:
         "machine pc, 64M RAM (-m 64M,slots=1,maxmem=192M)",
         "device pvpanic (guest action x-sim-pvpanic)",
         "device virtserialport vs0 on virtio-serial0 (guest action x-sim-vserport)",
-        "device pc-dimm dimm1, 128M (device_del, then guest action x-sim-unplug-reject)",
+        "device pc-dimm dimm1, 128M "
+        "(device_del, then guest action x-sim-unplug-reject or x-sim-unplug-policy)",
     ]
     assert describe_devices(MachineConfig()) == [
         "machine pc, 128M RAM",

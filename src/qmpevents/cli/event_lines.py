@@ -74,7 +74,10 @@ def _panicked(data: Mapping[str, Any]) -> str:
 
 # ACPI _OST (ACPI 6.x, 6.3.5): the event a report answers, and its status codes;
 # codes 0x80-0xff mean different things for an eject and for an insertion.
-_OST_SOURCES = {1: "device check", 3: "eject request", 0x103: "eject (OSPM)"}
+_OST_SOURCES = {
+    0: "bus check", 1: "device check", 3: "eject request", 0x103: "eject (OSPM)",
+    0x200: "insertion (OSPM)",
+}  # fmt: skip
 _OST_STATUS = {0: "success", 1: "failure", 2: "unrecognized notify"}
 _OST_EJECT_STATUS = {
     0x80: "eject not supported", 0x81: "device in use", 0x82: "device busy",

@@ -255,7 +255,8 @@ async def _run(
     multiple=True,
     metavar="ID:SIZE",
     help="A pc-dimm with this id and size (dimm1:128M; a bare size is MiB), for device_del "
-    "and x-sim-unplug-reject (repeatable; -m slots and maxmem follow).",
+    "and the guest's answer, x-sim-unplug-reject or x-sim-unplug-policy (repeatable; -m "
+    "slots and maxmem follow).",
 )
 def serve(
     sockets: tuple[str, ...],

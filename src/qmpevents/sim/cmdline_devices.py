@@ -175,6 +175,9 @@ class DeviceOptions:
         self._pci.plug(driver, device_id, props.get("addr"), bool(props.get("multifunction")))
 
     def _pvpanic(self, driver: str, device_id: str, props: dict[str, Any], *_: str) -> None:
+        if self.config.machine_type == "pseries":
+            # qemu-system-ppc64 has no ISA devices at all (measured on QEMU 7.2).
+            raise OptionError(f"'{driver}' is not a valid device model name")
         isa = self.config.machine_type in ("pc", "q35")
         self._bus(driver, props, "ISA", ["isa.0"] if isa else [])
         if self._has_pvpanic:

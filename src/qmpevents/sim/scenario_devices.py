@@ -126,14 +126,15 @@ def describe_devices(config: MachineConfig) -> list[str]:
         memory += f"maxmem={_size(config.maxmem)})"
     lines = [memory]
     if config.pvpanic:
-        lines.append("device pvpanic (guest action x-sim-pvpanic)")
+        model = "pvpanic-pci" if config.machine_type == "pseries" else "pvpanic"
+        lines.append(f"device {model} (guest action x-sim-pvpanic)")
     for port in config.vserports:
         bus = port.bus or (config.serial_buses[0] if config.serial_buses else "?")
         lines.append(f"device virtserialport {port.id} on {bus} (guest action x-sim-vserport)")
     for dimm in config.dimms:
         lines.append(
             f"device pc-dimm {dimm.id}, {_size(dimm.size)} "
-            "(device_del, then guest action x-sim-unplug-reject)"
+            "(device_del, then guest action x-sim-unplug-reject or x-sim-unplug-policy)"
         )
     kinds = (
         ("pvpanic", "--pvpanic", config.pvpanic),
