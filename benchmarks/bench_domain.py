@@ -16,7 +16,7 @@ For each guest and emulator, ``runs`` times (alternating):
   runs its whole QMP start-up sequence and ``cont``), then until ``virsh
   domstate`` says running;
 - memory: the emulator process's VmRSS and VmHWM (``/proc/PID/status``) once
-  VmRSS has stopped growing (sampled every 0.5 s, at most 60 s).
+  VmRSS has stopped growing for 2 s (sampled every 0.5 s, at most 60 s).
 
 The best start-up and the median memory are shown, and the simulator's share of
 QEMU's. A run that fails is reported as failed, never as a number.
@@ -39,6 +39,7 @@ from tools.guests import idle_guest, ram_writing_guest
 
 URI = "qemu:///system"
 SAMPLE = 0.5
+STABLE = 4  # samples: 2 s without growth
 SETTLE_LIMIT = 60.0
 # Guest name -> (RAM in MiB outside the DIMM, its boot sector).
 GUESTS = {
@@ -91,15 +92,20 @@ def _memory(pid: int) -> tuple[int, int]:
 
 
 def _settled_memory(pid: int) -> tuple[int, int]:
-    """VmRSS and VmHWM once VmRSS stops growing (the guest has done its work)."""
+    """VmRSS and VmHWM once VmRSS has stopped growing for STABLE samples in a row.
+
+    Several samples, so that a pause while the firmware boots is not taken for
+    the end of the guest's work.
+    """
     deadline = time.monotonic() + SETTLE_LIMIT
     previous = _memory(pid)
-    while True:
+    stable = 0
+    while stable < STABLE and time.monotonic() < deadline:
         time.sleep(SAMPLE)
         current = _memory(pid)
-        if current[0] <= previous[0] * 1.01 or time.monotonic() > deadline:
-            return current
+        stable = stable + 1 if current[0] <= previous[0] * 1.01 else 0
         previous = current
+    return previous
 
 
 def _one_run(
