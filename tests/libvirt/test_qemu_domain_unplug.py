@@ -20,7 +20,8 @@ from xml.sax.saxutils import escape
 import pytest
 
 from tests.libvirt.host import URI, require_libvirt, virsh
-from tests.libvirt.test_sim_domain_events import Watch, dimm_xml
+from tests.libvirt.observers import Seen
+from tests.libvirt.test_sim_domain_events import dimm_xml
 from tools.guests import refusing_unplug_guest
 
 pytestmark = pytest.mark.timeout(180)
@@ -80,7 +81,7 @@ def domain(tmp_path: Path) -> Iterator[str]:
 
 
 def test_libvirt_reports_the_refusal_of_real_qemus_guest(domain: str, tmp_path: Path) -> None:
-    watcher = Watch(domain)
+    watcher = Seen(domain)
     try:
         xml = tmp_path / "dimm.xml"
         xml.write_text(dimm_xml(domain))

@@ -14,11 +14,9 @@ import hashlib
 import itertools
 import json
 import os
-import queue
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,11 +25,11 @@ from xml.sax.saxutils import escape
 import pytest
 
 from tests.libvirt.host import URI, require_libvirt, restart_libvirtd, virsh
+from tests.libvirt.observers import WAIT, Seen
 
 pytestmark = pytest.mark.timeout(240)
 
 CAPS_CACHE = Path("/var/cache/libvirt/qemu/capabilities")
-WAIT = 60.0
 _names = itertools.count()
 
 
@@ -78,36 +76,6 @@ def domain_xml(name: str, emulator: Path, disk: Path) -> str:
   </devices>
 </domain>
 """
-
-
-class Events:
-    """The QMP events of a domain, as ``virsh qemu-monitor-event`` prints them."""
-
-    def __init__(self, name: str) -> None:
-        self._process = subprocess.Popen(
-            ["virsh", "-q", "-c", URI, "qemu-monitor-event", "--domain", name, "--loop"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        )  # fmt: skip
-        self._lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        time.sleep(0.5)  # virsh registers for the events before we act
-
-    def _read(self) -> None:
-        assert self._process.stdout is not None
-        for line in self._process.stdout:
-            self._lines.put(line.strip())
-
-    def next_names(self, count: int) -> list[str]:
-        """The names of the next ``count`` events (``event NAME for domain ...: DATA``)."""
-        names = []
-        for _ in range(count):
-            line = self._lines.get(timeout=WAIT)
-            names.append(line.split()[1] + (" " + line.split(": ", 1)[1] if ": {" in line else ""))
-        return names
-
-    def close(self) -> None:
-        self._process.kill()
-        self._process.wait(WAIT)
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +130,7 @@ def test_created_and_started(domain: str) -> None:
 
 
 def test_suspend_and_resume(domain: str) -> None:
-    events = Events(domain)
+    events = Seen(domain)
     try:
         virsh("suspend", domain)
         assert events.next_names(1) == ["STOP"]
@@ -175,7 +143,7 @@ def test_suspend_and_resume(domain: str) -> None:
 
 
 def test_memory_only_dump(domain: str, tmp_path: Path) -> None:
-    events = Events(domain)
+    events = Seen(domain)
     dump = tmp_path / "guest.elf"
     try:
         virsh("dump", "--memory-only", domain, str(dump), timeout=120)
@@ -194,7 +162,7 @@ def test_memory_only_dump(domain: str, tmp_path: Path) -> None:
 
 
 def test_reboot(domain: str) -> None:
-    events = Events(domain)
+    events = Seen(domain)
     try:
         virsh("reboot", domain)
         names = events.next_names(5)
@@ -219,7 +187,7 @@ def test_guest_agent_channel(domain: str) -> None:
         return next(part for part in reply.split("},{") if '"charchannel0"' in part)
 
     assert '"frontend-open":false,"filename":"disconnected:unix:' in channel()
-    events = Events(domain)
+    events = Seen(domain)
     try:
         for open_ in ("true", "false"):
             command = '{"execute":"x-sim-vserport","arguments":{"id":"channel0","open":%s}}'
@@ -243,7 +211,7 @@ def test_survives_a_libvirtd_restart(domain: str) -> None:
     question no answer, it would kill the domain (reason=daemon)."""
     restart_libvirtd()
     assert state(domain).startswith("running")
-    events = Events(domain)
+    events = Seen(domain)
     try:
         virsh("suspend", domain)
         assert events.next_names(1) == ["STOP"]
@@ -254,7 +222,7 @@ def test_survives_a_libvirtd_restart(domain: str) -> None:
 
 
 def test_shutdown(domain: str) -> None:
-    events = Events(domain)
+    events = Seen(domain)
     try:
         virsh("shutdown", domain)
         names = events.next_names(3)

@@ -5,13 +5,13 @@ dump in libvirt's dump directory, then a reset); a DIMM unplug refused by the
 guest gives its ACPI _OST reports (ACPI_DEVICE_OST, as QEMU 7.2 on pc) and
 ``virsh detach-device`` fails, the DIMM staying; a scenario bound
 with ``-x-sim-scenario`` (``<qemu:commandline>``) panics the guest by itself.
-Each is seen by ``qmpevents watch qemu:///system?domain=NAME``.
+Each is seen by ``virsh qemu-monitor-event`` and by ``qmpevents watch
+qemu:///system?domain=NAME`` (tests/libvirt/observers.py).
 """
 
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,52 +20,21 @@ from xml.sax.saxutils import escape
 import pytest
 
 from tests.libvirt.host import URI, virsh
-from tests.libvirt.test_sim_domain import WAIT, domain_xml, domains, emulator  # noqa: F401
+from tests.libvirt.observers import WAIT, Seen
+from tests.libvirt.test_sim_domain import domain_xml, domains, emulator  # noqa: F401
 
 pytestmark = pytest.mark.timeout(240)
 
 
-class Watch:
-    """``qmpevents watch`` of one domain, its event lines collected."""
-
-    def __init__(self, name: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", "from qmpevents.cli import main; main()", "watch",
-             f"{URI}?domain={name}"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        assert self.process.stderr is not None
-        for _ in range(2):  # connected to libvirtd, and the domain attached
-            self.process.stderr.readline()
-
-    def until(self, *names: str) -> list[str]:
-        """Event lines up to the one of each of ``names`` in turn (``HH:MM:SS vm NAME ...``)."""
-        assert self.process.stdout is not None
-        lines: list[str] = []
-        deadline = time.monotonic() + WAIT
-        for wanted in names:
-            while True:
-                assert time.monotonic() < deadline, f"no {wanted} after {lines}"
-                line = self.process.stdout.readline()
-                lines.append(line.strip())
-                if line.split()[2:3] == [wanted]:
-                    break
-        return lines
-
-    def close(self) -> None:
-        self.process.kill()
-        self.process.wait(WAIT)
-
-
 @pytest.fixture
-def watch(domains: Callable[[], str]) -> Iterator[tuple[str, Watch]]:  # noqa: F811
+def watch(domains: Callable[[], str]) -> Iterator[tuple[str, Seen]]:  # noqa: F811
     name = domains()
-    watcher = Watch(name)
-    yield name, watcher
-    watcher.close()
+    seen = Seen(name)
+    yield name, seen
+    seen.close()
 
 
-def test_a_panic_makes_libvirt_dump_and_restart(watch: tuple[str, Watch]) -> None:
+def test_a_panic_makes_libvirt_dump_and_restart(watch: tuple[str, Seen]) -> None:
     name, watcher = watch
     dumps = Path("/var/lib/libvirt/qemu/dump")
     # libvirt names a dump ID-SHORTNAME-TIME, the name cut at 20 characters.
@@ -91,7 +60,7 @@ def dimm_xml(name: str) -> str:
     return live[start : live.index("</memory>", start) + len("</memory>")]
 
 
-def test_an_unplug_the_guest_refuses(watch: tuple[str, Watch], tmp_path: Path) -> None:
+def test_an_unplug_the_guest_refuses(watch: tuple[str, Seen], tmp_path: Path) -> None:
     name, watcher = watch
     xml = tmp_path / "dimm.xml"
     xml.write_text(dimm_xml(name))
@@ -140,11 +109,11 @@ def test_a_bound_scenario_panics_the_guest_after_boot(emulator: Path, tmp_path: 
     path.write_text(xml)
     virsh("create", str(path), timeout=180)
     try:
-        watcher = Watch(name)
+        seen = Seen(name)
         try:
-            lines = watcher.until("GUEST_PANICKED")
+            lines = seen.until("GUEST_PANICKED")
         finally:
-            watcher.close()
+            seen.close()
         assert "action pause" in lines[-1]
         deadline = time.monotonic() + WAIT
         while not virsh("domstate", "--reason", name).startswith("crashed"):
