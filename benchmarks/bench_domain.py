@@ -33,9 +33,9 @@ import tempfile
 import time
 from functools import partial
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 from tools.guests import idle_guest, ram_writing_guest
+from tools.libvirt_domains import domain_xml
 
 URI = "qemu:///system"
 SAMPLE = 0.5
@@ -55,32 +55,6 @@ def _virsh(*args: str) -> str:
     if done.returncode != 0:
         raise RuntimeError(f"virsh {' '.join(args)}: {done.stderr.strip()}")
     return done.stdout.strip()
-
-
-def _domain_xml(name: str, emulator: str, disk: Path, ram: int) -> str:
-    return f"""<domain type='qemu'>
-  <name>{escape(name)}</name>
-  <maxMemory slots='2' unit='MiB'>{ram + 1024}</maxMemory>
-  <memory unit='MiB'>{ram + 128}</memory>
-  <vcpu>1</vcpu>
-  <cpu><numa><cell id='0' cpus='0' memory='{ram}' unit='MiB'/></numa></cpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
-  <features><acpi/></features>
-  <on_crash>preserve</on_crash>
-  <devices>
-    <emulator>{escape(emulator)}</emulator>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='raw'/>
-      <source file='{escape(str(disk))}'/>
-      <target dev='hda' bus='ide'/>
-    </disk>
-    <controller type='virtio-serial' index='0'/>
-    <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
-    <panic model='isa'/>
-    <memory model='dimm'><target><size unit='MiB'>128</size><node>0</node></target></memory>
-  </devices>
-</domain>
-"""
 
 
 def _memory(pid: int) -> tuple[int, int]:
@@ -116,7 +90,7 @@ def _one_run(
     disk = directory / f"{name}.img"
     disk.write_bytes(sector() + bytes(1024 * 1024 - 512))
     xml = directory / f"{name}.xml"
-    xml.write_text(_domain_xml(name, emulator, disk, ram))
+    xml.write_text(domain_xml(name, emulator, disk, ram=ram))
     start = time.perf_counter()
     try:
         _virsh("create", str(xml))

@@ -15,7 +15,6 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 import pytest
 
@@ -23,31 +22,9 @@ from tests.libvirt.host import URI, require_libvirt, virsh
 from tests.libvirt.observers import Seen
 from tests.libvirt.test_sim_domain_events import dimm_xml
 from tools.guests import refusing_unplug_guest
+from tools.libvirt_domains import domain_xml
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def domain_xml(name: str, disk: Path) -> str:
-    emulator = shutil.which("qemu-system-x86_64") or "/usr/bin/qemu-system-x86_64"
-    return f"""<domain type='qemu'>
-  <name>{escape(name)}</name>
-  <maxMemory slots='4' unit='MiB'>1024</maxMemory>
-  <memory unit='MiB'>160</memory>
-  <vcpu>1</vcpu>
-  <cpu><numa><cell id='0' cpus='0' memory='32' unit='MiB'/></numa></cpu>
-  <features><acpi/></features>
-  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
-  <devices>
-    <emulator>{escape(emulator)}</emulator>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='raw'/>
-      <source file='{escape(str(disk))}'/>
-      <target dev='hda' bus='ide'/>
-    </disk>
-    <memory model='dimm'><target><size unit='MiB'>128</size><node>0</node></target></memory>
-  </devices>
-</domain>
-"""
 
 
 def wait_for_the_boot_sector(name: str) -> None:
@@ -73,7 +50,8 @@ def domain(tmp_path: Path) -> Iterator[str]:
     disk = tmp_path / "disk.img"
     disk.write_bytes(refusing_unplug_guest() + bytes((1 << 20) - 512))
     xml = tmp_path / "domain.xml"
-    xml.write_text(domain_xml(name, disk))
+    emulator = shutil.which("qemu-system-x86_64") or "/usr/bin/qemu-system-x86_64"
+    xml.write_text(domain_xml(name, emulator, disk, agent_and_panic=False))
     virsh("create", str(xml))
     wait_for_the_boot_sector(name)
     yield name

@@ -20,12 +20,12 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 import pytest
 
 from tests.libvirt.host import URI, require_libvirt, restart_libvirtd, virsh
 from tests.libvirt.observers import WAIT, Seen
+from tools.libvirt_domains import domain_xml as libvirt_domain
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -52,30 +52,8 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def domain_xml(name: str, emulator: Path, disk: Path) -> str:
-    return f"""<domain type='qemu'>
-  <name>{escape(name)}</name>
-  <maxMemory slots='4' unit='MiB'>1024</maxMemory>
-  <memory unit='MiB'>160</memory>
-  <currentMemory unit='MiB'>160</currentMemory>
-  <vcpu>1</vcpu>
-  <cpu><numa><cell id='0' cpus='0' memory='32' unit='MiB'/></numa></cpu>
-  <features><acpi/></features>
-  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
-  <on_crash>coredump-restart</on_crash>
-  <devices>
-    <emulator>{escape(str(emulator))}</emulator>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='raw'/>
-      <source file='{escape(str(disk))}'/>
-      <target dev='hda' bus='ide'/>
-    </disk>
-    <controller type='virtio-serial' index='0'/>
-    <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
-    <panic model='isa'/>
-    <memory model='dimm'><target><size unit='MiB'>128</size><node>0</node></target></memory>
-  </devices>
-</domain>
-"""
+    """The README's domain, as libvirt applies ``<on_crash>coredump-restart``."""
+    return libvirt_domain(name, emulator, disk, on_crash="coredump-restart")
 
 
 @pytest.fixture(scope="module")

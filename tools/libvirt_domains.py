@@ -1,0 +1,56 @@
+"""The libvirt domain of the README's "Test your management stack without QEMU".
+
+One XML for the tests and the benchmark that run it on QEMU 7.2 or on
+qmpevents-qemu: a transient ``type='qemu'`` (TCG) pc domain with NUMA node 0,
+``maxMemory`` and a 128 MiB DIMM on that node, ACPI, an IDE disk holding the
+guest (a boot sector from :mod:`tools.guests`) and, unless left out, a
+virtio-serial guest agent channel and an isa pvpanic device.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+__all__ = ["domain_xml"]
+
+
+def domain_xml(
+    name: str,
+    emulator: str | Path,
+    disk: Path,
+    *,
+    ram: int = 32,
+    on_crash: str = "preserve",
+    agent_and_panic: bool = True,
+) -> str:
+    """The domain ``name`` on ``emulator``: ``ram`` MiB on node 0 plus the DIMM."""
+    extras = (
+        """
+    <controller type='virtio-serial' index='0'/>
+    <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
+    <panic model='isa'/>"""
+        if agent_and_panic
+        else ""
+    )
+    return f"""<domain type='qemu'>
+  <name>{escape(name)}</name>
+  <maxMemory slots='4' unit='MiB'>{ram + 1024}</maxMemory>
+  <memory unit='MiB'>{ram + 128}</memory>
+  <currentMemory unit='MiB'>{ram + 128}</currentMemory>
+  <vcpu>1</vcpu>
+  <cpu><numa><cell id='0' cpus='0' memory='{ram}' unit='MiB'/></numa></cpu>
+  <features><acpi/></features>
+  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
+  <on_crash>{escape(on_crash)}</on_crash>
+  <devices>
+    <emulator>{escape(str(emulator))}</emulator>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file='{escape(str(disk))}'/>
+      <target dev='hda' bus='ide'/>
+    </disk>{extras}
+    <memory model='dimm'><target><size unit='MiB'>128</size><node>0</node></target></memory>
+  </devices>
+</domain>
+"""
