@@ -14,7 +14,7 @@ REFERENCE = DATA / "qemu-7.2"
 EVENT_EXAMPLES = DATA / "event-examples.txt"
 TRANSCRIPTS = (
     "protocol", "dump", "migration", "guest_panic", "quorum", "vserport", "mem_unplug",
-    "dimm_unplug_pc",
+    "dimm_unplug_pc", "reset",
 )  # fmt: skip
 
 

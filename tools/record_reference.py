@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "tests" / "data" / "qemu-7.2"
 TRANSCRIPTS = (
     "protocol", "dump", "migration", "guest_panic", "quorum", "vserport", "mem_unplug",
-    "dimm_unplug_pc",
+    "dimm_unplug_pc", "reset",
 )  # fmt: skip
 # Recorded temporary paths look like this; a recording's own mkdtemp gives the same shape.
 PLACEHOLDER = re.compile(r"/tmp/qmp-acc-([a-z_]+)-XXXXXXXX")

@@ -223,6 +223,7 @@ ACCEPTED = [
     ["-cpu", "qemu64"],
     ["-device", js({"driver": "pvpanic", "id": 5})],
     ["-device", "pvpanic-pci", "-device", "pvpanic-pci,events=1,addr=6"],
+    ["-no-reboot", "-action", "reboot=shutdown"],
     ["-overcommit", "mem-lock=off,cpu-pm=on"],
     ["-rtc", "base=localtime,clock=host,driftfix=slew"],
     ["-rtc", "base=2006-06-17T16:01:21"],

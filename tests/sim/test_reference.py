@@ -130,6 +130,12 @@ async def test_dimm_unplug_pc(tmp: str) -> None:
     assert "rejected" not in result.stderr.getvalue()
 
 
+async def test_reset(tmp: str) -> None:
+    """system_reset and SeaBIOS's reset after it (pc, q35), and reboot=shutdown."""
+    result = await replay("reset", tmp, {}, racy_repeats=frozenset({"RESET"}))
+    assert result.statuses == {"pc": 0, "q35": 0, "no-reboot": 0, "reboot-shutdown-pause": 0}
+
+
 async def test_protocol(tmp: str) -> None:
     """protocol.json against qmpevents-qemu started with that transcript's own argv."""
     (process,) = load_transcript("protocol")["processes"]

@@ -115,6 +115,18 @@ class CommandRegistry:
             raise ConfigError(f"arguments of {spec.name!r} must be a msgspec.Struct type")
         self._commands[spec.name] = spec
 
+    def replace(self, spec: CommandSpec) -> None:
+        """Give registered command ``spec.name`` another implementation, in the same place.
+
+        For a machine whose behaviour differs from the built-in one (``system_reset``
+        under a firmware); ``ConfigError`` when the name is not registered.
+        """
+        if spec.name not in self._commands:
+            raise ConfigError(f"command {spec.name!r} is not registered")
+        if not (isinstance(spec.args, type) and issubclass(spec.args, msgspec.Struct)):
+            raise ConfigError(f"arguments of {spec.name!r} must be a msgspec.Struct type")
+        self._commands[spec.name] = spec
+
     def remove(self, name: str) -> None:
         """Take ``name`` out: QEMU built without it answers CommandNotFound.
 

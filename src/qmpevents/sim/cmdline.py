@@ -35,8 +35,8 @@ class CommandLineError(ConfigError):
 
 
 _FLAGS: Final = frozenset(
-    {"-S", "-no-shutdown", "-nodefaults", "-daemonize", "-no-user-config", "-nographic",
-     "-h", "-help", "-version"}
+    {"-S", "-no-shutdown", "-no-reboot", "-nodefaults", "-daemonize", "-no-user-config",
+     "-nographic", "-h", "-help", "-version"}
 )  # fmt: skip
 _WITH_ARGUMENT: Final = frozenset(
     {
@@ -163,6 +163,8 @@ class _Parser:
             self.config.start_paused = True
         elif option == "-no-shutdown":
             self.config.shutdown_action = "pause"
+        elif option == "-no-reboot":
+            self.config.reboot_action = "shutdown"
         elif option == "-daemonize":
             self.config.daemonize = True
         elif option in ("-nodefaults", "-nographic"):
@@ -289,6 +291,8 @@ class _Parser:
                 self.config.panic_action = action  # type: ignore[assignment]
             elif key == "shutdown":
                 self.config.shutdown_action = action  # type: ignore[assignment]
+            elif key == "reboot":
+                self.config.reboot_action = action  # type: ignore[assignment]
 
     def _blockdev(self, value: str) -> None:
         from qmpevents.sim.block import BlockdevAddArguments

@@ -21,6 +21,7 @@ __all__ = [
     "MonitorEndpoint",
     "NumaNode",
     "PanicAction",
+    "RebootAction",
     "ShutdownAction",
     "UnplugAnswer",
     "VserportConfig",
@@ -30,6 +31,7 @@ MIB: Final = 1 << 20
 
 PanicAction = Literal["pause", "shutdown", "exit-failure", "none"]
 ShutdownAction = Literal["poweroff", "pause"]
+RebootAction = Literal["reset", "shutdown"]
 UnplugAnswer = Literal["ignore", "refuse"]
 """How the simulated guest answers a DIMM unplug request (``x-sim-unplug-policy``)."""
 
@@ -137,6 +139,7 @@ class MachineConfig:
     start_paused: bool = False
     panic_action: PanicAction = "shutdown"
     shutdown_action: ShutdownAction = "poweroff"
+    reboot_action: RebootAction = "reset"
     pvpanic: bool = False
     serial_buses: list[str] = field(default_factory=list)
     vserports: list[VserportConfig] = field(default_factory=list)

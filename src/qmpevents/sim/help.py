@@ -171,6 +171,7 @@ Debug/Expert options:
                 Enable seccomp mode 2 system call filter (default 'off').
 -pidfile file   write PID to 'file'
 -S              freeze CPU at startup (use 'c' to start execution)
+-no-reboot      exit instead of rebooting
 -no-shutdown    stop before shutdown
 -action reboot=reset|shutdown
                    action when guest reboots [default=reset]

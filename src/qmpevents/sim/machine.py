@@ -37,6 +37,7 @@ from qmpevents.sim.memory import GuestMemory
 from qmpevents.sim.migration import Migration
 from qmpevents.sim.power import PowerButton
 from qmpevents.sim.qomtree import QomTree
+from qmpevents.sim.reset import SystemReset
 from qmpevents.throttle import RateLimiter
 
 __all__ = ["Machine", "Timing", "public_tcp_risk"]
@@ -123,12 +124,13 @@ class Machine:
         self.chardevs = Chardevs(self)
         self.balloon = Balloon(self)
         self.power = PowerButton(self)
+        self.reset = SystemReset(self)
         self.qom_tree = QomTree(self)
         self.block_info = BlockInfoQueries(self)
         self.server.register("query-name", self._query_name, returns=NameInfo)
         for component in (
             self.block, self.dump, self.migration, self.hmp, self.devices, self.cpus,
-            self.chardevs, self.balloon, self.power, self.qom_tree, self.block_info,
+            self.chardevs, self.balloon, self.power, self.reset, self.qom_tree, self.block_info,
         ):  # fmt: skip
             component.install()
         monitor_fds.install(self.server)
