@@ -126,3 +126,16 @@ def test_after_reply_callbacks_run_once_in_order(ctx: CommandContext) -> None:
     ctx.run_after_reply()
     ctx.run_after_reply()
     assert calls == [1, 2]
+
+
+def test_replace_keeps_the_commands_place() -> None:
+    registry = CommandRegistry()
+    for name in ("a", "b", "c"):
+        registry.add(CommandSpec(name, lambda _, ctx: {"from": "built-in"}))
+    registry.replace(CommandSpec("b", lambda _, ctx: {"from": "machine"}))
+    assert [spec.name for spec in registry] == ["a", "b", "c"]
+    replaced = next(spec for spec in registry if spec.name == "b")
+    assert replaced.handler is not None
+    assert replaced.handler(None, None) == {"from": "machine"}
+    with pytest.raises(ConfigError, match="'d' is not registered"):
+        registry.replace(CommandSpec("d", None))
