@@ -1,8 +1,9 @@
 """Guests for a real QEMU: 512-byte boot sectors that run in real mode at 0x7c00.
 
 Each stands in for a guest OS in one recording or test: it idles, writes the
-pvpanic port, dirties memory, panics on a key press, refuses DIMM unplugs, or
-writes all of its RAM (as a guest OS comes to use its memory).
+pvpanic port, dirties memory, panics on a key press, shuts down on the ACPI
+power button, refuses DIMM unplugs, or writes all of its RAM (as a guest OS
+comes to use its memory).
 Used by tools/record_reference.py and by the tests that run QEMU under libvirt.
 """
 
@@ -14,6 +15,7 @@ __all__ = [
     "idle_guest",
     "panic_guest",
     "panic_on_key_guest",
+    "power_button_guest",
     "ram_writing_guest",
     "refusing_unplug_guest",
 ]
@@ -118,4 +120,24 @@ def ram_writing_guest(megabytes: int) -> bytes:
     code += bytes([0xFF, 0xFF, 0x00, 0x00, 0x00, 0x9A, 0xCF, 0x00])
     code += bytes([0xFF, 0xFF, 0x00, 0x00, 0x00, 0x92, 0xCF, 0x00])
     code += bytes([0x17, 0x00, 0x38, 0x7C, 0x00, 0x00])  # its descriptor, at 0x7c50
+    return boot_sector(bytes(code))
+
+
+def power_button_guest() -> bytes:
+    """Shuts the machine down (ACPI S5) when the power button is pressed, as an OS does.
+
+    SeaBIOS puts the ACPI PM registers of pc and q35 at 0x600. The guest enables
+    the power button event (PWRBTN_EN, bit 8 of PM1a_EN at 0x602: QEMU sets the
+    status only when it is enabled), polls PM1a_STS for PWRBTN_STS, which
+    ``system_powerdown`` sets, then writes SLP_EN with sleep type 0, QEMU's
+    soft-off, to PM1a_CNT (0x604).
+    """
+    code = bytearray([0xFA])  # cli
+    code += bytes([0xBA, 0x02, 0x06, 0xB8, 0x00, 0x01, 0xEF])  # mov dx, 0x602; mov ax, 0x100; out
+    poll = len(code)
+    code += bytes([0xBA, 0x00, 0x06, 0xED])  # mov dx, 0x600; in ax, dx
+    code += bytes([0xA9, 0x00, 0x01])  # test ax, 0x100
+    code += bytes([0x74, (poll - (len(code) + 2)) & 0xFF])  # jz poll
+    code += bytes([0xBA, 0x04, 0x06, 0xB8, 0x00, 0x20, 0xEF])  # mov dx, 0x604; mov ax, 0x2000; out
+    code += bytes([0xF4, 0xEB, 0xFD])  # hlt; jmp back to hlt
     return boot_sector(bytes(code))

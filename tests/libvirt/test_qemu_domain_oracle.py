@@ -25,8 +25,9 @@ import pytest
 
 from tests.libvirt.host import URI, require_libvirt, virsh
 from tests.libvirt.observers import Seen
+from tests.libvirt.test_sim_domain import REBOOT, SHUTDOWN
 from tests.libvirt.test_sim_domain_events import PANIC_RESTART, dimm_xml
-from tools.guests import panic_on_key_guest, refusing_unplug_guest
+from tools.guests import panic_on_key_guest, power_button_guest, refusing_unplug_guest
 from tools.libvirt_domains import domain_xml
 
 pytestmark = pytest.mark.timeout(180)
@@ -88,6 +89,19 @@ def test_panic_restart_events(tmp_path: Path) -> None:
             for dump in set(dumps.glob(pattern)) - before:
                 dump.unlink()
     assert names == PANIC_RESTART
+
+
+@pytest.mark.parametrize(("command", "expected"), [("reboot", REBOOT), ("shutdown", SHUTDOWN)])
+def test_reboot_and_shutdown_events(command: str, expected: list[str], tmp_path: Path) -> None:
+    """Through the ACPI power button, to a guest that shuts down when it is pressed."""
+    with qemu_domain(tmp_path, power_button_guest()) as name:
+        seen = Seen(name)
+        try:
+            virsh(command, name)
+            names = seen.next_names(len(expected))
+        finally:
+            seen.close()
+    assert names == expected
 
 
 def test_libvirt_reports_the_refusal_of_real_qemus_guest(domain: str, tmp_path: Path) -> None:
