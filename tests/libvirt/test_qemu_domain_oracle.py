@@ -1,11 +1,15 @@
 """The oracle: the README's domain on real QEMU 7.2 under libvirt, for the flows whose
-events the simulated domain must match (test_sim_domain_events.py).
+events the simulated domain must match (test_sim_domain.py, test_sim_domain_events.py
+assert the same constants).
 
-Boot-sector guests (tools/guests.py) play the guest OS. One answers a DIMM
-unplug request through QEMU's ACPI memory hotplug registers as Linux does when
-it cannot take the memory offline: QEMU sends ACPI_DEVICE_OST and libvirt fails
-``detach-device``. Another panics through pvpanic on a key press: libvirt
-applies ``<on_crash>coredump-restart``.
+Boot-sector guests (tools/guests.py) play the guest OS: an idle one for the
+memory dump; one that powers off on the ACPI power button for ``virsh reboot``
+and ``virsh shutdown``; one that panics through pvpanic on a key press for
+``<on_crash>coredump-restart``; one that answers a DIMM unplug request through
+QEMU's ACPI memory hotplug registers as Linux does when it cannot take the
+memory offline, so that QEMU sends ACPI_DEVICE_OST and libvirt fails
+``detach-device``. Each is seen by ``virsh qemu-monitor-event`` and by
+``qmpevents watch``.
 """
 
 from __future__ import annotations
@@ -25,9 +29,14 @@ import pytest
 
 from tests.libvirt.host import URI, require_libvirt, virsh
 from tests.libvirt.observers import Seen
-from tests.libvirt.test_sim_domain import REBOOT, SHUTDOWN
+from tests.libvirt.test_sim_domain import DUMP, REBOOT, SHUTDOWN
 from tests.libvirt.test_sim_domain_events import PANIC_RESTART, dimm_xml
-from tools.guests import panic_on_key_guest, power_button_guest, refusing_unplug_guest
+from tools.guests import (
+    idle_guest,
+    panic_on_key_guest,
+    power_button_guest,
+    refusing_unplug_guest,
+)
 from tools.libvirt_domains import domain_xml
 
 pytestmark = pytest.mark.timeout(180)
@@ -89,6 +98,17 @@ def test_panic_restart_events(tmp_path: Path) -> None:
             for dump in set(dumps.glob(pattern)) - before:
                 dump.unlink()
     assert names == PANIC_RESTART
+
+
+def test_dump_events(tmp_path: Path) -> None:
+    with qemu_domain(tmp_path, idle_guest()) as name:
+        seen = Seen(name)
+        try:
+            virsh("dump", "--memory-only", name, str(tmp_path / "guest.elf"), timeout=120)
+            names = seen.next_names(len(DUMP))
+        finally:
+            seen.close()
+    assert names == DUMP
 
 
 @pytest.mark.parametrize(("command", "expected"), [("reboot", REBOOT), ("shutdown", SHUTDOWN)])
