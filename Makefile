@@ -48,7 +48,8 @@ reference: $(STAMP)
 # Re-record what libvirt asks QEMU (its capability probe, a domain start) into the
 # simulator's src/qmpevents/sim/data; needs root and libvirtd (see tests/data/README.md).
 libvirt-recording: $(STAMP)
-	$(BIN)/python tools/record_libvirt.py
+	$(BIN)/python tools/record_libvirt.py --qemu /usr/bin/qemu-system-x86_64
+	$(BIN)/python tools/record_libvirt.py --qemu /usr/bin/qemu-system-ppc64
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -49,7 +49,12 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = REPO / "src" / "qmpevents" / "sim" / "data" / "libvirt-qemu-7.2.json"
+DATA = REPO / "src" / "qmpevents" / "sim" / "data"
+# The data file of each QEMU binary the simulator stands in for.
+DEFAULT_OUT = {
+    "qemu-system-x86_64": DATA / "libvirt-qemu-7.2.json",
+    "qemu-system-ppc64": DATA / "libvirt-qemu-7.2-ppc64.json",
+}
 URI = "qemu:///system"
 CAPS_CACHE = Path("/var/cache/libvirt/qemu/capabilities")
 CPU_PATH = "/machine/unattached/device[0]"
@@ -130,7 +135,7 @@ def idle_guest() -> bytes:
 # --- the probe ----------------------------------------------------------------------
 
 
-def probe(qemu: str, work: Path) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+def probe(qemu: str, arch: str, work: Path) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """Run libvirt's capability probe through the recording wrapper; its exchanges."""
     proxy = Path(sys.executable).with_name("qmpevents")
     if not proxy.exists():
@@ -145,7 +150,7 @@ def probe(qemu: str, work: Path) -> list[tuple[str, dict[str, Any], dict[str, An
     wrapper.chmod(0o755)
     try:
         run("virsh", "-c", URI, "domcapabilities", "--emulatorbin", str(wrapper),
-            "--virttype", "qemu")  # fmt: skip
+            "--arch", arch, "--virttype", "qemu")  # fmt: skip
     finally:
         (CAPS_CACHE / f"{hashlib.sha256(str(wrapper).encode()).hexdigest()}.xml").unlink(
             missing_ok=True
@@ -308,17 +313,28 @@ def write_entries(out: Path, found: list[dict[str, Any]]) -> None:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the data file to write")
-    parser.add_argument("--qemu", default="/usr/bin/qemu-system-x86_64", help="QEMU to record")
+    parser.add_argument("--out", type=Path, help="the data file to write (default: by --qemu)")
+    parser.add_argument(
+        "--qemu",
+        default="/usr/bin/qemu-system-x86_64",
+        help="QEMU to record: qemu-system-x86_64 (default) or qemu-system-ppc64",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     options = parser.parse_args(argv)
+    binary = Path(options.qemu).name
+    if options.out is None and binary not in DEFAULT_OUT:
+        parser.error(f"--qemu {binary}: give --out, or one of {', '.join(DEFAULT_OUT)}")
+    out = options.out or DEFAULT_OUT[binary]
     if shutil.which("virsh") is None or shutil.which("virt-admin") is None:
         print("record_libvirt: needs virsh and virt-admin (libvirt-clients)", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="qmpevents-libvirt-"))
     work.chmod(0o755)
     try:
-        exchanges = probe(options.qemu, work) + start_domain(options.qemu, work)
+        arch = binary.removeprefix("qemu-system-")
+        exchanges = probe(options.qemu, arch, work)
+        if arch == "x86_64":  # libvirt reads the guest CPU's QOM on x86 only
+            exchanges += start_domain(options.qemu, work)
         replacements = [
             (re.compile(re.escape(str(work))), "/tmp/qmpevents-libvirt-XXXXXXXX"),
             (re.compile(r"/var/lib/libvirt/qemu/qmp-[A-Za-z0-9]{6}"), f"{PROBE_DIR}XXXXXX"),
@@ -330,9 +346,9 @@ def main(argv: list[str]) -> int:
         return 1
     if not options.keep:
         shutil.rmtree(work)
-    write_entries(options.out, found)
+    write_entries(out, found)
     commands = sorted({entry["execute"] for entry in found})
-    print(f"{options.out}: {len(found)} answers to {len(commands)} commands: {', '.join(commands)}")
+    print(f"{out}: {len(found)} answers to {len(commands)} commands: {', '.join(commands)}")
     return 0
 
 
