@@ -27,13 +27,30 @@ SIM: Final = (
     f"sys.exit(main([{SIM_NAME!r}, *sys.argv[1:]]))",
 )
 PROGRAMS: Final = ("qemu", "sim")
+PPC64_QEMU: Final = "qemu-system-ppc64"
+"""The oracle of ``qmpevents-qemu-ppc64`` (``.ci/run`` installs it)."""
+
+
+PPC64_SIM_NAME: Final = "qmpevents-qemu-ppc64"
+PPC64_SIM: Final = (
+    sys.executable,
+    "-c",
+    "import sys; from qmpevents.sim.main import main; "
+    f"sys.exit(main([{PPC64_SIM_NAME!r}, *sys.argv[1:]]))",
+)
 
 
 def program(which: str) -> tuple[tuple[str, ...], str]:
-    """``(command, name)``: how to start ``which`` and the name it prefixes messages with."""
-    if which == "qemu":
-        path = _require(QEMU)
+    """``(command, name)``: how to start ``which`` and the name it prefixes messages with.
+
+    ``qemu`` and ``sim`` stand for qemu-system-x86_64; ``qemu-ppc64`` and
+    ``sim-ppc64`` for qemu-system-ppc64.
+    """
+    if which in ("qemu", "qemu-ppc64"):
+        path = _require(QEMU if which == "qemu" else PPC64_QEMU)
         return (path,), os.path.basename(path)
+    if which == "sim-ppc64":
+        return PPC64_SIM, PPC64_SIM_NAME
     return SIM, SIM_NAME
 
 

@@ -42,9 +42,31 @@ async def test_query_machines_lists_the_modelled_machine_types() -> None:
     for machine in machines:
         if machine["name"] in qemu:
             assert machine == qemu[machine["name"]]
+    # pseries, which the x86_64 binary has for the demo, is qemu-system-ppc64's but
+    # for being the default there.
+    ppc64 = {m["name"]: m for m in recorded.bundled("ppc64").recorded_value("query-machines")}
     pseries = machines[[m["name"] for m in machines].index("pseries-7.2")]
-    assert pseries["cpu-max"] == 4096
-    assert pseries["default-cpu-type"] == "power9_v2.2-powerpc64-cpu"
+    assert pseries == {
+        key: value for key, value in ppc64["pseries-7.2"].items() if key != "is-default"
+    }
+
+
+async def test_the_ppc64_binary_lists_its_machine_types_as_qemu_system_ppc64() -> None:
+    machine = Machine(MachineConfig("pseries", target="ppc64"))
+    machines = msgspec.to_builtins(await machine.execute("query-machines"))
+    qemu = {m["name"]: m for m in recorded.bundled("ppc64").recorded_value("query-machines")}
+    assert machines == [qemu["pseries-7.2"], qemu["none"]]
+    assert msgspec.to_builtins(await machine.execute("query-target")) == {"arch": "ppc64"}
+    assert msgspec.to_builtins(await machine.execute("query-kvm")) == {
+        "enabled": False,
+        "present": False,
+    }
+    types = {t["name"]: t for t in msgspec.to_builtins(await machine.execute("qom-list-types"))}
+    assert "pc-i440fx-7.2-machine" not in types and "kvm-accel" not in types
+    qemu_types = {t["name"]: t for t in recorded.bundled("ppc64").recorded_value("qom-list-types")}
+    assert types["pseries-7.2-machine"] == qemu_types["pseries-7.2-machine"]
+    assert types["power9_v2.0-powerpc64-cpu"] == qemu_types["power9_v2.0-powerpc64-cpu"]
+    assert all(name in qemu_types for name in types)
 
 
 async def test_qom_list_types_lists_what_the_simulator_has() -> None:
@@ -53,11 +75,12 @@ async def test_qom_list_types_lists_what_the_simulator_has() -> None:
     expected |= {f"{machine.name}-machine" for machine in MACHINE_TYPES}
     expected |= {"tcg-accel", "kvm-accel", *OBJECT_TYPES, *CHARDEV_TYPES, "qemu64-x86_64-cpu"}
     assert expected <= set(types)
-    assert "virtio-blk-pci" not in types and "cirrus-vga" not in types
+    assert "virtio-net-pci" not in types and "cirrus-vga" not in types
     qemu = {t["name"]: t for t in recorded.bundled().recorded_value("qom-list-types")}
     assert types["pvpanic"] == qemu["pvpanic"] == {"name": "pvpanic", "parent": "isa-device"}
     pseries = {"name": "pseries-7.2-machine", "parent": "spapr-machine"}
     assert types["pseries-7.2-machine"] == pseries
+    assert pseries in recorded.bundled("ppc64").recorded_value("qom-list-types")
     assert all(name in qemu or name == "pseries-7.2-machine" for name in types)
 
 
@@ -72,8 +95,8 @@ NOT_A_DEVICE = "Parameter 'typename' expects a non-abstract device type"
 @pytest.mark.parametrize(
     ("command", "arguments", "error"),
     [
-        (DEVICES, {"typename": "virtio-blk-pci"},
-         ("DeviceNotFound", "Device 'virtio-blk-pci' not found")),
+        (DEVICES, {"typename": "virtio-net-pci"},
+         ("DeviceNotFound", "Device 'virtio-net-pci' not found")),
         (DEVICES, {"typename": "memory-backend-ram"}, ("GenericError", NOT_A_DEVICE)),
         (CLASSES, {"typename": "nope"}, ("DeviceNotFound", "Class 'nope' not found")),
         (LINE_OPTIONS, {"option": "spice"}, ("GenericError", "invalid option name: spice")),

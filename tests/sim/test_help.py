@@ -15,7 +15,8 @@ import pytest
 
 from qmpevents.sim.cmdline import _FLAGS, _WITH_ARGUMENT, parse_command_line
 from qmpevents.sim.help import DEVICE_MODELS, HelpRequested
-from tests.sim.programs import PROGRAMS, SIM, program
+from tests.qemu.conftest import _require
+from tests.sim.programs import PPC64_QEMU, PPC64_SIM, PROGRAMS, SIM, program
 
 VERSION = (
     f"QEMU emulator version 7.2.22 (qmpevents {metadata.version('qmpevents')})\n"
@@ -34,9 +35,11 @@ none                 empty machine
 DEVICES = """\
 USB devices:
 name "piix3-usb-uhci", bus PCI
+name "qemu-xhci", bus PCI
 
 Storage devices:
 name "ide-hd", bus IDE, desc "virtual IDE disk"
+name "virtio-blk-pci", bus PCI, alias "virtio-blk"
 
 Input devices:
 name "virtio-serial-pci", bus PCI, alias "virtio-serial"
@@ -102,8 +105,15 @@ def test_listed_devices_and_machines_are_accepted() -> None:
     needs = {
         "virtserialport": ["-device", "virtio-serial-pci"],
         "ide-hd": ["-blockdev", "driver=file,filename=/dev/null,node-name=n"],
+        "virtio-blk-pci": ["-blockdev", "driver=file,filename=/dev/null,node-name=n"],
+        "virtio-blk": ["-blockdev", "driver=file,filename=/dev/null,node-name=n"],
     }
-    properties = {"pc-dimm": ",memdev=m", "ide-hd": ",drive=n"}
+    properties = {
+        "pc-dimm": ",memdev=m",
+        "ide-hd": ",drive=n",
+        "virtio-blk-pci": ",drive=n",
+        "virtio-blk": ",drive=n",
+    }
     for model in DEVICE_MODELS:
         for name in filter(None, (model.name, model.alias)):
             device = ["-device", f"{name},id=d{properties.get(name, '')}"]
@@ -198,3 +208,34 @@ def test_device_lines_are_qemus() -> None:
             category = line
         elif line:
             assert (category, line) in theirs
+
+
+# --- qmpevents-qemu-ppc64, for qemu-system-ppc64 ------------------------------------
+
+PPC64_MACHINES = """\
+Supported machines are:
+pseries              pSeries Logical Partition (PAPR compliant) (alias of pseries-7.2)
+pseries-7.2          pSeries Logical Partition (PAPR compliant) (default)
+none                 empty machine
+"""
+
+
+def test_ppc64_machine_and_accel_help() -> None:
+    result = run(PPC64_SIM, "-machine", "help")
+    assert (result.returncode, result.stdout, result.stderr) == (0, PPC64_MACHINES, "")
+    result = run(PPC64_SIM, "-accel", "help")
+    assert result.stdout == "Accelerators supported in QEMU binary:\ntcg\n"
+
+
+def test_ppc64_devices_are_the_x86_ones_but_isa_pvpanic() -> None:
+    result = run(PPC64_SIM, "-device", "help")
+    assert result.returncode == 0
+    assert result.stdout == DEVICES.replace('name "pvpanic", bus ISA\n', "")
+
+
+def test_ppc64_lines_are_qemu_system_ppc64s() -> None:
+    qemu = _require(PPC64_QEMU)
+    for option in ("-machine", "-device", "-accel"):
+        theirs = set(run((qemu,), option, "help").stdout.splitlines())
+        ours = run(PPC64_SIM, option, "help").stdout.splitlines()
+        assert [line for line in ours if line not in theirs] == []

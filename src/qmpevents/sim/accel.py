@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Final
 from qmpevents.sim.cmdline import CommandLineError
 from qmpevents.sim.help import ACCELERATORS
 from qmpevents.sim.opts import OptionError, parse_bool, parse_opts
+from qmpevents.sim.target import TARGETS
 
 if TYPE_CHECKING:
     from qmpevents.sim.machine import Machine
@@ -84,11 +85,16 @@ def kvm_usable() -> bool:
 
 
 def configure_accelerators(
-    machine_accel: str | None, accel_options: Sequence[str], *, kvm: bool | None = None
+    machine_accel: str | None,
+    accel_options: Sequence[str],
+    *,
+    kvm: bool | None = None,
+    built_with: Sequence[str] = ACCELERATORS,
 ) -> AccelOutcome:
     """Start the first accelerator that can start, as QEMU 7.2 does.
 
-    ``kvm`` says whether KVM can start (default: :func:`kvm_usable`).
+    ``kvm`` says whether KVM can start (default: :func:`kvm_usable`);
+    ``built_with`` names the accelerators the binary has (the target's).
 
     ``machine_accel`` is ``-machine accel=`` (a ``:`` list; None when not given),
     ``accel_options`` the values of the ``-accel`` options in order. A property
@@ -103,7 +109,7 @@ def configure_accelerators(
         names = machine_accel if machine_accel is not None else _DEFAULT
         # g_strsplit("") gives no names at all; "tcg:" gives "tcg" and "".
         for name in names.split(":") if names else []:
-            if name in ACCELERATORS:
+            if name in built_with:
                 requests.append(_Request(name))
             else:
                 failed = True
@@ -115,7 +121,7 @@ def configure_accelerators(
         name = properties.pop("accel", "")
         requests.append(_Request(name, properties, f"-accel {text}"))
     for request in requests:
-        if request.name not in ACCELERATORS:
+        if request.name not in built_with:
             failed = True
             outcome.report(f"invalid accelerator {request.name}", request.location)
             continue
@@ -174,7 +180,11 @@ def start_accelerator(machine: Machine) -> str:
     """
     config = machine.config
     try:
-        outcome = configure_accelerators(config.machine_accel, config.accel_options)
+        outcome = configure_accelerators(
+            config.machine_accel,
+            config.accel_options,
+            built_with=TARGETS[config.target].accelerators,
+        )
     except AccelError as error:
         _print(machine, error.outcome.lines)
         raise CommandLineError(str(error)) from None

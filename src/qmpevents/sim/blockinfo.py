@@ -17,7 +17,8 @@ BlockBackend of each disk. The answers describe the simulator's real nodes
 * ``query-block`` lists the BlockBackends in creation order: each ``-drive``
   (``if=none``: no device, removable; ``if=ide``: its own ``ide-hd``, at QEMU's
   ``/machine/unattached/device[N]``), then one anonymous backend per ``ide-hd``
-  with ``drive=`` a node name (``qdev`` is its id, else its path);
+  or ``virtio-blk-pci`` with ``drive=`` a node name (``qdev`` is an ide-hd's id,
+  else its path; a virtio-blk-pci's full path, then ``/virtio-backend``);
 * ``query-jobs`` is empty: the simulator runs no block jobs (libvirt asks when
   it reconnects to a running domain).
 """
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from qmpevents.sim.machine import Machine
 
 __all__ = ["BlockDeviceInfo", "BlockInfo", "BlockInfoQueries", "ImageInfo"]
+
+_DISKS = frozenset({"ide-hd", "virtio-blk-pci"})
 
 # What each driver's refresh_filename keeps of its options (strong_runtime_opts).
 _STRONG = {
@@ -254,18 +257,23 @@ class BlockInfoQueries:
         for device in device_list(config):
             path = f"/machine/peripheral-anon/device[{anonymous}]"
             anonymous += 0 if device.id else 1
-            if device.driver != "ide-hd":
+            if device.driver not in _DISKS:
                 continue
             name = str(device.props.get("drive", ""))
+            if device.driver == "ide-hd":
+                qdev = device.id or path
+            else:  # its BlockBackend's device is the virtio-backend child, by full path
+                qdev = f"/machine/peripheral/{device.id}" if device.id else path
+                qdev += "/virtio-backend"
             if any(drive.device == name for drive in config.drives):
                 backends = [
-                    self._backend(name, device.id or path, block.find(name))
+                    self._backend(name, qdev, block.find(name))
                     if backend.device == name
                     else backend
                     for backend in backends
                 ]
             else:
-                backends.append(self._backend("", device.id or path, block.find(name)))
+                backends.append(self._backend("", qdev, block.find(name)))
         return backends
 
     def _backend(self, name: str, qdev: str, node: Node | None) -> BlockInfo:

@@ -37,8 +37,8 @@ import msgspec
 from qmpevents.protocol.requests import GENERIC_ERROR
 from qmpevents.server.commands import CommandContext, QMPCommandFailure
 from qmpevents.sim.cmdline import OPTIONS
-from qmpevents.sim.help import MACHINE_TYPES
 from qmpevents.sim.recorded import Recording, arguments_of
+from qmpevents.sim.target import TARGETS, X86_64, Target
 
 if TYPE_CHECKING:
     from qmpevents.sim.machine import Machine
@@ -69,7 +69,7 @@ class MachineTraits:
 MACHINE_INFO: Final = {
     "pc-i440fx-7.2": MachineTraits(255, True, "qemu64-x86_64-cpu", "pc.ram"),
     "pc-q35-7.2": MachineTraits(288, True, "qemu64-x86_64-cpu", "pc.ram"),
-    "pseries-7.2": MachineTraits(4096, True, "power9_v2.2-powerpc64-cpu", "ppc_spapr.ram"),
+    "pseries-7.2": MachineTraits(4096, True, "power9_v2.0-powerpc64-cpu", "ppc_spapr.ram"),
     "none": MachineTraits(1, False, None, "ram"),
 }
 """The traits of each machine type of :data:`~qmpevents.sim.help.MACHINE_TYPES`."""
@@ -105,16 +105,16 @@ class KvmInfo(msgspec.Struct):
     present: bool
 
 
-def machines() -> list[MachineInfo]:
-    """The ``query-machines`` return value: every machine type the simulator models."""
+def machines(target: Target = X86_64) -> list[MachineInfo]:
+    """The ``query-machines`` return value: the machine types ``target`` accepts."""
     found = []
-    for machine in MACHINE_TYPES:
+    for machine in target.machine_types:
         traits = MACHINE_INFO[machine.name]
         found.append(
             MachineInfo(
                 name=machine.name,
                 alias=machine.alias or None,
-                is_default=True if machine.default else None,
+                is_default=True if machine.name == target.default_machine else None,
                 cpu_max=traits.cpu_max,
                 hotpluggable_cpus=traits.hotpluggable_cpus,
                 numa_mem_supported=traits.numa_mem_supported,
@@ -144,12 +144,13 @@ def command_line_options(recording: Recording, option: str | None) -> list[dict[
 def install(machine: Machine, recording: Recording) -> None:
     """Register the commands above on ``machine``'s server (the last as QEMU declares it)."""
     server = machine.server
+    target = TARGETS[machine.config.target]
 
     def query_kvm(_: object, ctx: CommandContext) -> KvmInfo:
-        return KvmInfo(enabled=machine.accelerator == "kvm", present=True)
+        return KvmInfo(enabled=machine.accelerator == "kvm", present=target.kvm_present)
 
     def query_machines(_: object, ctx: CommandContext) -> list[MachineInfo]:
-        return machines()
+        return machines(target)
 
     def no_tpm(_: object, ctx: CommandContext) -> list[str]:
         return []

@@ -26,6 +26,7 @@ from qmpevents.sim.cmdline_objects import ObjectOptions
 from qmpevents.sim.config import ChardevConfig, DriveConfig, MachineConfig, MonitorEndpoint
 from qmpevents.sim.help import MACHINE_TYPES, HelpRequested
 from qmpevents.sim.opts import OptionError, parse_bool, parse_opts, parse_size, parse_tree
+from qmpevents.sim.target import CPU_FAMILY, X86_64, Target
 
 __all__ = ["OPTIONS", "CommandLineError", "HelpRequested", "parse_command_line"]
 
@@ -48,7 +49,6 @@ _WITH_ARGUMENT: Final = frozenset(
 OPTIONS: Final = _FLAGS | _WITH_ARGUMENT
 """Every option the command line takes (``query-command-line-options`` reports their groups)."""
 # A machine type is kept under its alias (pc) when it has one; its versioned name maps to it.
-_MACHINES: Final = frozenset(machine.alias or machine.name for machine in MACHINE_TYPES)
 _MACHINE_ALIASES: Final = {m.name: m.alias for m in MACHINE_TYPES if m.alias}
 _DISPLAYS: Final = frozenset({"none", "gtk", "sdl", "vnc", "curses", "egl-headless", "dbus"})
 _PANIC_ACTIONS: Final = ("pause", "shutdown", "exit-failure", "none")
@@ -76,9 +76,13 @@ _UUID: Final = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$
 
 
 class _Parser:
-    def __init__(self) -> None:
+    def __init__(self, target: Target) -> None:
         # Like QEMU, listen wherever -qmp says; the program warns about a public address.
-        self.config = MachineConfig(tcp_public=True)
+        default = target.default_machine
+        self.config = MachineConfig(
+            _MACHINE_ALIASES.get(default, default), target=target.arch, tcp_public=True
+        )
+        self.machines = frozenset(m.alias or m.name for m in target.machine_types)
         self.chardevs: dict[str, MonitorEndpoint | None] = {}
         self.drive_count: dict[str, int] = {}  # the next index of each interface
         self.qmp_count = 0
@@ -143,6 +147,11 @@ class _Parser:
         from qmpevents.sim.capabilities import MACHINE_INFO
 
         name = next(m.name for m in MACHINE_TYPES if self.config.machine_type in (m.name, m.alias))
+        default_cpu = MACHINE_INFO[name].default_cpu_type
+        model = self.config.cpu_model
+        if model is not None and default_cpu and not default_cpu.endswith(CPU_FAMILY[model]):
+            # Only the x86_64 target has machines of two families (pseries for the demo).
+            raise LateError(f"unable to find CPU model '{model}'")
         self.host.finish_topology(MACHINE_INFO[name].cpu_max, name)
         topology = self.config.topology
         if topology and topology.threads > 1 and self.config.machine_type in ("pc", "q35"):
@@ -248,9 +257,9 @@ class _Parser:
 
     def _machine(self, value: str) -> None:
         opts = parse_opts(value, "type")
-        machine_type = opts.pop("type", "pc")
+        machine_type = opts.pop("type", self.config.machine_type)
         machine_type = _MACHINE_ALIASES.get(machine_type, machine_type)
-        if machine_type not in _MACHINES:
+        if machine_type not in self.machines:
             raise OptionError(
                 "unsupported machine type\nUse -machine help to list supported machines"
             )
@@ -404,11 +413,11 @@ def _is_device_help(value: str) -> bool:
     )
 
 
-def parse_command_line(argv: Sequence[str]) -> MachineConfig:
-    """The machine QEMU would build from ``argv`` (program name excluded).
+def parse_command_line(argv: Sequence[str], target: Target = X86_64) -> MachineConfig:
+    """The machine ``target``'s QEMU would build from ``argv`` (program name excluded).
 
     Raises :class:`CommandLineError` for an unknown or unsupported option or a bad value,
     and :class:`~qmpevents.sim.help.HelpRequested` for ``-h``, ``-version``,
     ``-machine help`` or ``-device help`` (where QEMU would print help and exit 0).
     """
-    return _Parser().parse(list(argv))
+    return _Parser(target).parse(list(argv))

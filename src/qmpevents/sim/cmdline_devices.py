@@ -39,6 +39,8 @@ DEVICE_PROPERTIES: Final[dict[str, dict[str, str]]] = {
     "virtserialport": {**_ANY_ID, "nr": "uint32", "chardev": "str", "name": "str"},
     "pc-dimm": {"id": "str", "memdev": "str", "node": "uint32", "slot": "int32", "addr": "uint64"},
     "piix3-usb-uhci": dict(_PCI),
+    # libvirt's USB controller of a pseries domain; p2 and p3 count its USB 2 and 3 ports.
+    "qemu-xhci": {**_PCI, "p2": "uint32", "p3": "uint32"},
     "virtio-balloon-pci": {
         **_PCI,
         **_VIRTIO,
@@ -46,10 +48,16 @@ DEVICE_PROPERTIES: Final[dict[str, dict[str, str]]] = {
         "free-page-reporting": "bool",
     },
     "ide-hd": {**_ANY_ID, "unit": "uint32", "drive": "str", "bootindex": "int32"},
+    # libvirt's disk of a pseries domain, which has no IDE.
+    "virtio-blk-pci": {**_PCI, **_VIRTIO, "drive": "str", "bootindex": "int32"},
 }
 """The simulated device models and the properties each takes, with their QAPI types."""
 
-_ALIASES: Final = {"virtio-serial": "virtio-serial-pci", "virtio-balloon": "virtio-balloon-pci"}
+_ALIASES: Final = {
+    "virtio-serial": "virtio-serial-pci",
+    "virtio-balloon": "virtio-balloon-pci",
+    "virtio-blk": "virtio-blk-pci",
+}
 _RANGES: Final = {
     "uint8": (0, 0xFF), "uint16": (0, 0xFFFF), "uint32": (0, 0xFFFFFFFF),
     "uint64": (0, 2**64 - 1), "int32": (-(2**31), 2**31 - 1),
@@ -175,7 +183,7 @@ class DeviceOptions:
         self._pci.plug(driver, device_id, props.get("addr"), bool(props.get("multifunction")))
 
     def _pvpanic(self, driver: str, device_id: str, props: dict[str, Any], *_: str) -> None:
-        if self.config.machine_type == "pseries":
+        if self.config.machine_type == "pseries" or self.config.target == "ppc64":
             # qemu-system-ppc64 has no ISA devices at all (measured on QEMU 7.2).
             raise OptionError(f"'{driver}' is not a valid device model name")
         isa = self.config.machine_type in ("pc", "q35")
@@ -231,6 +239,9 @@ class DeviceOptions:
     def _piix3_usb_uhci(self, driver: str, device_id: str, props: dict[str, Any], *_: str) -> None:
         self._pci_device(driver, device_id, props)
 
+    def _qemu_xhci(self, driver: str, device_id: str, props: dict[str, Any], *_: str) -> None:
+        self._pci_device(driver, device_id, props)
+
     def _virtio_balloon_pci(
         self, driver: str, device_id: str, props: dict[str, Any], *_: str
     ) -> None:
@@ -259,21 +270,30 @@ class DeviceOptions:
             raise OptionError(f"Can't create IDE unit {unit}, bus supports only {units} units")
         if unit in self._ide[bus]:
             raise OptionError(f"IDE unit {unit} is in use")
+        self._take_drive(driver, device_id or path, props)
+        self._ide[bus].add(unit)
+        props["bus"], props["unit"] = bus, unit
+
+    def _virtio_blk_pci(
+        self, driver: str, device_id: str, props: dict[str, Any], path: str, *_: str
+    ) -> None:
+        self._pci_device(driver, device_id, props)
+        self._take_drive(driver, device_id or path, props)
+
+    def _take_drive(self, driver: str, user: str, props: dict[str, Any]) -> None:
+        """Attach the disk's ``drive=`` (a -drive id or a node name) to ``user``, once."""
         drive = props.get("drive")
         if drive is None:
             raise OptionError("No drive specified")
         if drive not in _block_names(self.config):
-            raise OptionError(f"Property 'ide-hd.drive' can't find value '{drive}'")
-        user = device_id or path
+            raise OptionError(f"Property '{driver}.drive' can't find value '{drive}'")
         if drive in self._drives:
             raise OptionError(
                 f"Permission conflict on node '{drive}': permissions 'write' are both required "
                 f"by block device '{self._drives[drive]}' (uses node '{drive}' as 'root' child) "
                 f"and unshared by block device '{user}' (uses node '{drive}' as 'root' child)."
             )
-        self._ide[bus].add(unit)
         self._drives[drive] = user
-        props["bus"], props["unit"] = bus, unit
 
     def _pc_dimm(self, driver: str, device_id: str, props: dict[str, Any], *_: str) -> None:
         config = self.config

@@ -34,6 +34,7 @@ from typing import Any, Final
 from qmpevents.errors import ConfigError
 from qmpevents.sim.config import CpuTopology, MachineConfig, NumaNode
 from qmpevents.sim.opts import OptionError, parse_bool, parse_opts, parse_tree
+from qmpevents.sim.target import TARGETS
 
 __all__ = ["HOST_OPTIONS", "HostOptions", "LateError", "compute_topology", "parse_mon"]
 
@@ -101,17 +102,20 @@ class HostOptions:
             self.config.process_name = opts["process"]
 
     def cpu(self, value: str) -> None:
+        target = TARGETS[self.config.target]
         model, _, features = value.partition(",")
+        known = " or ".join(sorted(set(target.cpu_models)))
         if model in ("help", "?"):
-            raise OptionError("qmpevents-qemu lists no CPU models: it simulates only qemu64")
+            raise OptionError(f"qmpevents-qemu lists no CPU models: it simulates only {known}")
+        cpu = target.cpu_model(model)
+        if cpu is None:
+            raise OptionError(f"qmpevents-qemu simulates only the {known} CPU model, not '{model}'")
         if features:
             raise OptionError(
-                "qmpevents-qemu simulates the qemu64 CPU model as QEMU defines it: "
+                f"qmpevents-qemu simulates the {cpu} CPU model as QEMU defines it: "
                 "no CPU features can be changed"
             )
-        if model != "qemu64":
-            raise OptionError(f"qmpevents-qemu simulates only the qemu64 CPU model, not '{model}'")
-        self.config.cpu_model = model
+        self.config.cpu_model = cpu
 
     def smp_option(self, value: str) -> None:
         # Read as the machine's "smp" property once the machine exists (LateError).

@@ -130,6 +130,8 @@ class MachineConfig:
     """The simulated machine: QEMU's defaults unless the command line says otherwise."""
 
     machine_type: str = "pc"
+    # The QEMU binary stood in for (qmpevents.sim.target): "x86_64" or "ppc64".
+    target: str = "x86_64"
     ram_size: int = 128 * MIB
     slots: int = 0
     maxmem: int = 0
@@ -167,7 +169,7 @@ class MachineConfig:
     devices: list[DeviceConfig] = field(default_factory=list)
     objects: list[tuple[str, str]] = field(default_factory=list)  # (qom-type, id)
     secrets: dict[str, bytes] = field(default_factory=dict)
-    cpu_model: str = "qemu64"
+    cpu_model: str | None = None  # -cpu's model; None: the machine's default (cpus.cpu_model)
     topology: CpuTopology | None = None  # None: as -smp cpus (one socket of cpus cores)
     numa_nodes: list[NumaNode] = field(default_factory=list)
     debug_threads: bool = False

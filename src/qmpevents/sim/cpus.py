@@ -13,9 +13,13 @@ with a ``qom-path`` only for those present; CPU 0 is
 adds one device after the first CPU); ``node-id`` appears with NUMA, from
 ``-numa node,cpus=`` or, when no node names CPUs, socket modulo node count
 (CPUs left out of a partial mapping go to node 0, with QEMU's warnings, see
-:mod:`qmpevents.sim.cmdline_host`). ``-machine none`` has no CPUs. pseries CPUs
-are cores with ``core-id`` props only; their paths follow the same rule
-(no ppc64 QEMU was at hand to measure them).
+:mod:`qmpevents.sim.cmdline_host`). ``-machine none`` has no CPUs.
+
+pseries (measured on qemu-system-ppc64 7.2) hot-plugs cores: ``query-hotpluggable-cpus``
+lists ``power9_v2.0-spapr-cpu-core`` entries whose props are ``core-id`` (the
+core's first CPU index) and ``node-id``, 0 even without NUMA. Core c is
+``/machine/unattached/device[c+1]`` (device[0] is the interrupt controller,
+spapr-xive) and ``query-cpus-fast`` names its threads ``.../thread[t]``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -30,6 +35,7 @@ import msgspec
 from qmpevents.server.commands import CommandContext
 from qmpevents.sim.config import CpuTopology, MachineConfig
 from qmpevents.sim.errors import fail
+from qmpevents.sim.target import CPU_FAMILY
 
 if TYPE_CHECKING:
     from qmpevents.sim.machine import Machine
@@ -108,6 +114,13 @@ def slot_text(props: CpuProps) -> str:
     return ", ".join(parts)
 
 
+def cpu_model(config: MachineConfig) -> str:
+    """The guest's CPU model: ``-cpu``'s, or the machine type's default."""
+    if config.cpu_model is not None:
+        return config.cpu_model
+    return "power9_v2.0" if config.machine_type == "pseries" else "qemu64"
+
+
 class Cpus:
     """The vCPUs of one machine and ``query-hotpluggable-cpus``/``-cpus-fast``/``-iothreads``."""
 
@@ -173,15 +186,28 @@ class Cpus:
         finally:
             self._stop.set()
 
+    @property
+    def cpu_type(self) -> str:
+        """The QOM type of each vCPU."""
+        model = cpu_model(self._machine.config)
+        return f"{model}-{CPU_FAMILY[model]}"
+
     def qom_path(self, index: int) -> str:
         """The QOM path of present CPU ``index``."""
+        if self._ppc:
+            threads = self.topology.threads
+            return f"{self._core_path(index // threads)}/thread[{index % threads}]"
         return f"/machine/unattached/device[{index if index == 0 else index + 1}]"
 
+    @staticmethod
+    def _core_path(core: int) -> str:
+        return f"/machine/unattached/device[{core + 1}]"
+
     def props(self, index: int) -> CpuProps:
-        """The instance properties of possible CPU ``index``."""
+        """The instance properties of possible CPU ``index`` (on pseries: of core ``index``)."""
         node = self._nodes[index]
         if self._ppc:
-            return CpuProps(node_id=node, core_id=index * self.topology.threads)
+            return CpuProps(node_id=node or 0, core_id=index * self.topology.threads)
         slot = slot_props(self.topology, index)
         slot.node_id = node
         return slot
@@ -192,16 +218,18 @@ class Cpus:
             fail("The feature 'query-hotpluggable-cpus' is not enabled")
         if self._ppc:
             cores = self.topology.maxcpus // self.topology.threads
-            kind = "power9_v2.2-spapr-cpu-core"
+            kind = f"{cpu_model(config)}-spapr-cpu-core"
             slots = [(i, self.topology.threads) for i in range(cores)]
             present = self.present // self.topology.threads
+            path: Callable[[int], str] = self._core_path
         else:
-            kind = f"{config.cpu_model}-x86_64-cpu"
+            kind = self.cpu_type
             slots = [(i, 1) for i in range(self.topology.maxcpus)]
             present = self.present
+            path = self.qom_path
         return [
             HotpluggableCpu(
-                kind, count, self.props(index), self.qom_path(index) if index < present else None
+                kind, count, self.props(index), path(index) if index < present else None
             )
             for index, count in reversed(slots)
         ]
@@ -213,7 +241,7 @@ class Cpus:
                 index,
                 self.qom_path(index),
                 self._thread_ids[index] if index < len(self._thread_ids) else _main_thread(),
-                self.props(index),
+                self.props(index // self.topology.threads if self._ppc else index),
                 target,
             )
             for index in range(self.present)

@@ -108,7 +108,14 @@ class MemoryDeviceInfo(msgspec.Struct):
 
 
 _PCI_DRIVERS: Final = frozenset(
-    {"virtio-serial-pci", "virtio-balloon-pci", "piix3-usb-uhci", "pvpanic-pci"}
+    {
+        "virtio-serial-pci",
+        "virtio-balloon-pci",
+        "piix3-usb-uhci",
+        "qemu-xhci",
+        "pvpanic-pci",
+        "virtio-blk-pci",
+    }
 )
 
 _PANICKED = 1

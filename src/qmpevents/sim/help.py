@@ -10,9 +10,12 @@ and exit with status 0, as QEMU does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from qmpevents.server.server import default_greeting
+
+if TYPE_CHECKING:
+    from qmpevents.sim.target import Target
 
 __all__ = [
     "ACCELERATORS",
@@ -65,19 +68,20 @@ class MachineType:
     name: str
     desc: str
     alias: str = ""
-    default: bool = False
 
-    def lines(self) -> list[str]:
+    def lines(self, default: bool = False) -> list[str]:
         """``machine_help_func()``'s lines: the alias first, then the versioned name."""
         lines = [f"{self.alias:<20} {self.desc} (alias of {self.name})"] if self.alias else []
-        lines.append(f"{self.name:<20} {self.desc}{' (default)' if self.default else ''}")
+        lines.append(f"{self.name:<20} {self.desc}{' (default)' if default else ''}")
         return lines
 
 
 # In QEMU's category order (DEVICE_CATEGORY_*), then by name, as -device help sorts them.
 DEVICE_MODELS: Final = (
     DeviceModel("piix3-usb-uhci", "USB", bus="PCI"),
+    DeviceModel("qemu-xhci", "USB", bus="PCI"),
     DeviceModel("ide-hd", "Storage", bus="IDE", desc="virtual IDE disk"),
+    DeviceModel("virtio-blk-pci", "Storage", bus="PCI", alias="virtio-blk"),
     DeviceModel("virtio-serial-pci", "Input", bus="PCI", alias="virtio-serial"),
     DeviceModel("virtserialport", "Input", bus="virtio-serial-bus"),
     DeviceModel("pvpanic", "Misc", bus="ISA"),
@@ -89,7 +93,7 @@ DEVICE_MODELS: Final = (
 # pseries is qemu-system-ppc64's (spapr, where MEM_UNPLUG_ERROR comes from); its
 # description is hw/ppc/spapr.c's.
 MACHINE_TYPES: Final = (
-    MachineType("pc-i440fx-7.2", "Standard PC (i440FX + PIIX, 1996)", alias="pc", default=True),
+    MachineType("pc-i440fx-7.2", "Standard PC (i440FX + PIIX, 1996)", alias="pc"),
     MachineType("pc-q35-7.2", "Standard PC (Q35 + ICH9, 2009)", alias="q35"),
     MachineType("pseries-7.2", "pSeries Logical Partition (PAPR compliant)", alias="pseries"),
     MachineType("none", "empty machine"),
@@ -218,9 +222,9 @@ def _usage(program: str) -> str:
     )
 
 
-def _device_list() -> str:
+def _device_list(target: Target) -> str:
     blocks: dict[str, list[str]] = {}
-    for model in DEVICE_MODELS:
+    for model in target.device_models:
         blocks.setdefault(model.category, []).append(model.line())
     return "\n".join(
         f"{category} devices:\n" + "".join(f"{line}\n" for line in lines)
@@ -228,19 +232,28 @@ def _device_list() -> str:
     )
 
 
-def _machine_list() -> str:
-    lines = [line for machine in MACHINE_TYPES for line in machine.lines()]
+def _machine_list(target: Target) -> str:
+    lines = [
+        line
+        for machine in target.machine_types
+        for line in machine.lines(machine.name == target.default_machine)
+    ]
     return "Supported machines are:\n" + "".join(f"{line}\n" for line in lines)
 
 
-def help_text(topic: HelpTopic, program: str) -> str:
-    """What ``program`` prints on stdout for ``topic``, as QEMU 7.2 prints it."""
+def help_text(topic: HelpTopic, program: str, target: Target | None = None) -> str:
+    """What ``program`` (standing in for ``target``'s QEMU, default x86_64) prints on
+    stdout for ``topic``, as QEMU 7.2 prints it."""
+    from qmpevents.sim.target import X86_64  # it is built from this module's lists
+
+    target = target or X86_64
     if topic == "version":
         return _version()
     if topic == "device":
-        return _device_list()
+        return _device_list(target)
     if topic == "machine":
-        return _machine_list()
+        return _machine_list(target)
     if topic == "accel":
-        return "Accelerators supported in QEMU binary:\n" + "".join(f"{a}\n" for a in ACCELERATORS)
+        accelerators = target.accelerators
+        return "Accelerators supported in QEMU binary:\n" + "".join(f"{a}\n" for a in accelerators)
     return _usage(program)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 import msgspec
 
@@ -28,7 +28,8 @@ from qmpevents.sim.balloon import Balloon
 from qmpevents.sim.block import BlockLayer
 from qmpevents.sim.blockinfo import BlockInfoQueries
 from qmpevents.sim.chardevs import Chardevs
-from qmpevents.sim.config import MachineConfig
+from qmpevents.sim.cmdline import CommandLineError
+from qmpevents.sim.config import MIB, MachineConfig
 from qmpevents.sim.cpus import Cpus
 from qmpevents.sim.devices import Devices
 from qmpevents.sim.dump import Dumper
@@ -50,6 +51,29 @@ _EXTRA_EVENTS = (
     "MIGRATION",
     "POWERDOWN",
 )
+
+
+# spapr_caps_apply() when the pseries machine is made: its default capabilities
+# ask for mitigations that TCG cannot give (measured on qemu-system-ppc64 7.2).
+_SPAPR_TCG_WARNINGS: Final = tuple(
+    f"TCG doesn't support requested feature, {cap}"
+    for cap in ("cap-cfpc=workaround", "cap-sbbc=workaround", "cap-ibs=workaround",
+                "cap-ccf-assist=on")
+)  # fmt: skip
+
+
+_MIN_RMA_SLOF: Final = 80 * MIB
+
+
+def _check_rma(config: MachineConfig) -> None:
+    """pseries boots SLOF in the Real Mode Area, the memory of NUMA node 0 (CommandLineError)."""
+    nodes = sorted(config.numa_nodes, key=lambda node: node.nodeid)
+    rma = nodes[0].size if nodes else config.ram_size
+    if rma < _MIN_RMA_SLOF:
+        # QEMU 7.2's message, its "%ld" typo included (hw/ppc/spapr.c).
+        raise CommandLineError(
+            "pSeries SLOF firmware requires >= 80ldMiB guest RMA (Real Mode Area memory)"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +160,7 @@ class Machine:
         monitor_fds.install(self.server)
         # The accelerator in use: TCG until start() tries what the command line asks.
         self.accelerator = "tcg"
-        recording = recorded.bundled()
+        recording = recorded.bundled(self.config.target)
         capabilities.install(self, recording)
         qom.install(self, recording)
         # Last: QEMU's recorded answers, only for commands nothing above registered.
@@ -178,6 +202,10 @@ class Machine:
             if endpoint.kind == "tcp" and self.config.tcp_public and not is_loopback(endpoint.host):
                 self.error_report(f"warning: {public_tcp_risk(endpoint.host, endpoint.port)}")
         self.accelerator = start_accelerator(self)
+        if self.config.machine_type == "pseries":
+            _check_rma(self.config)
+            for warning in _SPAPR_TCG_WARNINGS:
+                self.error_report(f"warning: {warning}")
         self.create_drives()
         self.cpus.start()
         await self.chardevs.start()

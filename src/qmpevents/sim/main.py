@@ -1,4 +1,5 @@
-"""``qmpevents-qemu``: the simulator as a drop-in for ``qemu-system-x86_64``.
+"""``qmpevents-qemu``: the simulator as a drop-in for ``qemu-system-x86_64``, and
+``qmpevents-qemu-ppc64`` for ``qemu-system-ppc64`` (:mod:`qmpevents.sim.target`).
 
 Exit statuses are QEMU's: 0 after ``quit``, a guest shutdown, a signal (SIGINT,
 SIGTERM or SIGHUP: SHUTDOWN ``host-signal`` to the clients and QEMU's
@@ -27,6 +28,7 @@ from qmpevents.sim.help import HelpRequested, help_text
 from qmpevents.sim.machine import Machine
 from qmpevents.sim.sandbox import apply_process_options
 from qmpevents.sim.signals import HostSignals, host_signals_blocked
+from qmpevents.sim.target import target_of_program
 
 __all__ = ["main", "run_machine"]
 
@@ -86,13 +88,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``qmpevents-qemu`` with ``argv`` (default ``sys.argv``); returns the exit status."""
     args = list(sys.argv if argv is None else argv)
     program = os.path.basename(args[0]) if args else "qmpevents-qemu"
+    target = target_of_program(program)
     try:
-        config = parse_command_line(args[1:])
+        config = parse_command_line(args[1:], target)
         if not config.monitors:
             raise CommandLineError("no QMP monitor: use -qmp or -chardev/-mon mode=control")
         return _serve(config, program)
     except HelpRequested as request:
-        sys.stdout.write(help_text(request.topic, program))
+        sys.stdout.write(help_text(request.topic, program, target))
         sys.stdout.flush()
         return 0
     except CommandLineError as error:

@@ -8,7 +8,8 @@ model's, and the recording (:mod:`qmpevents.sim.recorded`) describes the types
 in it (with one exception libvirt forces, below):
 
 * ``qom-list-types`` lists QEMU 7.2's entries (name, parent) for the types the
-  simulator has: its ``-device`` models (:data:`~qmpevents.sim.help.DEVICE_MODELS`),
+  simulator has: its ``-device`` models (:data:`~qmpevents.sim.help.DEVICE_MODELS`, those
+  of the target's binary),
   machine types, accelerators, the ``-object`` and ``-chardev`` types its
   command line takes (:data:`OBJECT_TYPES`, :data:`CHARDEV_TYPES`; a test keeps
   them in step with :mod:`qmpevents.sim.cmdline`) and the CPU models, whose
@@ -35,8 +36,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from qmpevents.protocol.requests import DEVICE_NOT_FOUND, GENERIC_ERROR
 from qmpevents.server.commands import CommandContext, QMPCommandFailure
-from qmpevents.sim.help import ACCELERATORS, DEVICE_MODELS, MACHINE_TYPES
 from qmpevents.sim.recorded import Recording, arguments_of
+from qmpevents.sim.target import TARGETS, X86_64, Target
 
 if TYPE_CHECKING:
     from qmpevents.sim.machine import Machine
@@ -56,16 +57,21 @@ _GENERIC_MACHINE: Final = "none-machine"
 class TypeModel:
     """The simulator's QOM types, described from ``recording``."""
 
-    def __init__(self, recording: Recording) -> None:
+    def __init__(self, recording: Recording, target: Target = X86_64) -> None:
         self.recording = recording
         qemu_types = recording.recorded_value("qom-list-types")
         parents = {str(entry["name"]): entry for entry in qemu_types}
-        cpus = [str(cpu["typename"]) for cpu in recording.recorded_value("query-cpu-definitions")]
-        self.machine_types = [f"{machine.name}-machine" for machine in MACHINE_TYPES]
+        cpus = [
+            str(cpu["typename"])
+            for cpu in recording.recorded_value("query-cpu-definitions")
+            if cpu["typename"]  # ppc64 lists some aliases without a type
+        ]
+        self.machine_types = [f"{machine.name}-machine" for machine in target.machine_types]
         names = [
-            *(model.name for model in DEVICE_MODELS),
+            *(model.name for model in target.device_models),
+            *target.board_devices,
             *self.machine_types,
-            *(f"{accel}-accel" for accel in ACCELERATORS),
+            *(f"{accel}-accel" for accel in target.accelerators),
             *OBJECT_TYPES,
             *CHARDEV_TYPES,
             *cpus,
@@ -80,7 +86,7 @@ class TypeModel:
         self.not_devices = frozenset(
             [
                 *self.machine_types,
-                *(f"{a}-accel" for a in ACCELERATORS),
+                *(f"{a}-accel" for a in target.accelerators),
                 *OBJECT_TYPES,
                 *CHARDEV_TYPES,
             ]
@@ -115,7 +121,7 @@ class TypeModel:
 
 def install(machine: Machine, recording: Recording) -> None:
     """Register the three QOM type commands, declared as QEMU 7.2 declares them."""
-    model = TypeModel(recording)
+    model = TypeModel(recording, TARGETS[machine.config.target])
     server = machine.server
 
     def list_types(args: Any, ctx: CommandContext) -> list[dict[str, Any]]:

@@ -106,7 +106,7 @@ class QomTree:
                 anonymous += 1
                 self.children["/machine/peripheral-anon"][name] = device.driver
         for index in range(machine.cpus.present):
-            self._leaves[machine.cpus.qom_path(index)] = f"{config.cpu_model}-x86_64-cpu"
+            self._leaves[machine.cpus.qom_path(index)] = machine.cpus.cpu_type
 
     def _objects(self, config: MachineConfig) -> None:
         objects = self.children["/objects"]
@@ -164,8 +164,9 @@ class QomTree:
     def _recorded(self, path: str) -> Any:
         from qmpevents.sim import recorded
 
-        answer = recorded.bundled().answer("qom-list", {"path": path})
+        answer = recorded.bundled(self._machine.config.target).answer("qom-list", {"path": path})
         if answer is None:
-            fail(f"qmpevents-qemu knows the properties of QEMU's qemu64 CPU only at "
-                 f"/machine/unattached/device[0], not at '{path}'")  # fmt: skip
+            fail(f"qmpevents-qemu knows the properties of a {self._leaves[path]} only as "
+                 f"QEMU 7.2 answered libvirt: qom-list of /machine/unattached/device[0] of "
+                 f"qemu-system-x86_64, not of '{path}'")  # fmt: skip
         return answer.reply()

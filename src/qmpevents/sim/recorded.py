@@ -57,10 +57,7 @@ from qmpevents.sim.recorded_schema import RecordedCommand, RecordedSchema
 if TYPE_CHECKING:
     from qmpevents.server.server import QMPServer
 
-__all__ = ["DATA_FILE", "Answer", "Recording", "arguments_of", "bundled"]
-
-DATA_FILE: Final = "libvirt-qemu-7.2.json"
-"""The bundled recording, in the package's ``sim/data``."""
+__all__ = ["Answer", "Recording", "arguments_of", "bundled"]
 
 # Answered by the session and the registry from what this server really is.
 _NEVER_RECORDED: Final = frozenset({"qmp_capabilities", "query-commands", "query-qmp-schema"})
@@ -176,16 +173,20 @@ def arguments_of(args: msgspec.Struct) -> dict[str, Any]:
 
 
 @functools.cache
-def bundled() -> Recording:
-    """The recording shipped in the package (read once per process)."""
-    data = resources.files("qmpevents.sim").joinpath("data", DATA_FILE)
+def bundled(arch: str = "x86_64") -> Recording:
+    """The recording of the QEMU binary of target ``arch``, shipped in the package
+    (read once per process; :mod:`qmpevents.sim.target`)."""
+    from qmpevents.sim.target import TARGETS
+
+    data_file = TARGETS[arch].data_file
+    data = resources.files("qmpevents.sim").joinpath("data", data_file)
     try:
         entries = msgspec.json.decode(data.read_bytes())
     except (OSError, msgspec.DecodeError) as error:
-        raise ConfigError(f"{DATA_FILE}: cannot be read: {error}") from None
+        raise ConfigError(f"{data_file}: cannot be read: {error}") from None
     if not isinstance(entries, list):
-        raise ConfigError(f"{DATA_FILE}: not a JSON list")
-    return Recording(entries, DATA_FILE)
+        raise ConfigError(f"{data_file}: not a JSON list")
+    return Recording(entries, data_file)
 
 
 def _read_entry(entry: Any, where: str) -> tuple[str, dict[str, Any], Answer]:
