@@ -59,6 +59,10 @@ def test_describe_the_seed_events() -> None:
     assert describe("VSERPORT_CHANGE", {"open": False, "id": "vs0"}) == "vs0 closed"
     unplug = {"device": "dimm1", "msg": "rejected"}
     assert describe("MEM_UNPLUG_ERROR", unplug) == "dimm1: rejected"
+    refused = {"device": "dimm1", "path": "/machine/peripheral/dimm1"}
+    assert describe("DEVICE_UNPLUG_GUEST_ERROR", refused) == "dimm1 /machine/peripheral/dimm1"
+    anonymous = {"path": "/machine/peripheral-anon/device[0]"}
+    assert describe("DEVICE_UNPLUG_GUEST_ERROR", anonymous) == anonymous["path"]
     assert describe("MIGRATION", {"status": "active"}) == '{"status":"active"}'
     assert describe("STOP", {}) == ""
 

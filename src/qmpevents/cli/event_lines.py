@@ -34,7 +34,9 @@ __all__ = [
 ]
 
 _STYLES = {"time": "dim", "vm": "cyan", "throttled": "yellow", "marker": "bold red"}
-_ERROR_EVENTS = frozenset({"QUORUM_FAILURE", "GUEST_PANICKED", "MEM_UNPLUG_ERROR"})
+_ERROR_EVENTS = frozenset(
+    {"QUORUM_FAILURE", "GUEST_PANICKED", "MEM_UNPLUG_ERROR", "DEVICE_UNPLUG_GUEST_ERROR"}
+)
 
 
 def human_bytes(count: int) -> str:
@@ -116,6 +118,10 @@ _DESCRIBERS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "MIGRATION_PASS": lambda d: f"pass {d.get('pass')}",
     "VSERPORT_CHANGE": lambda d: f"{d.get('id')} {'open' if d.get('open') else 'closed'}",
     "MEM_UNPLUG_ERROR": lambda d: f"{d.get('device')}: {d.get('msg')}",
+    # The device's id is absent for a device that has none; its QOM path is always there.
+    "DEVICE_UNPLUG_GUEST_ERROR": lambda d: " ".join(
+        str(d[key]) for key in ("device", "path") if key in d
+    ),
 }
 
 
