@@ -6,7 +6,8 @@ Needs root, a libvirtd answering on ``qemu:///system`` that runs its QEMUs as
 root (``user = "root"`` in qemu.conf: the wrapper writes the proxy's record into
 this tool's directory) and the QEMU to record. It records two conversations between
 libvirtd and that QEMU and writes what QEMU answered to
-``src/qmpevents/sim/data/libvirt-qemu-7.2.json`` (see
+``src/qmpevents/sim/data/libvirt-qemu-7.2.json`` (``qemu-system-x86_64``) or
+``libvirt-qemu-7.2-ppc64.json`` (``qemu-system-ppc64``, probe only) (see
 :mod:`qmpevents.sim.recorded`), a list of ``{"execute", "arguments", "return"
 | "error"}`` entries sorted by command and arguments, each question once:
 

@@ -14,7 +14,7 @@ recorded ``qemu-img``/``qemu-io`` commands. ``qmp_schema_full.json`` is
 
 Each output names the QEMU that produced it (``qemu_version`` from the greeting
 and ``recorded_with``: the binary's ``--version``). Transcripts whose emulator
-is not installed (``qemu-system-ppc64`` for mem_unplug) are kept as they are,
+is not installed (``qemu-system-ppc64`` for mem_unplug and os_term) are kept as they are,
 unless ``--require-all``.
 """
 
@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "tests" / "data" / "qemu-7.2"
 TRANSCRIPTS = (
     "protocol", "dump", "migration", "guest_panic", "quorum", "vserport", "mem_unplug",
-    "dimm_unplug_pc", "reset",
+    "dimm_unplug_pc", "reset", "os_term",
 )  # fmt: skip
 # Recorded temporary paths look like this; a recording's own mkdtemp gives the same shape.
 PLACEHOLDER = re.compile(r"/tmp/qmp-acc-([a-z_]+)-XXXXXXXX")

@@ -4,6 +4,8 @@ On pseries a DIMM unplug the guest refuses is reported as QEMU 7.2 reports it
 there: MEM_UNPLUG_ERROR, then DEVICE_UNPLUG_GUEST_ERROR (twice, as QEMU sends
 it), and libvirt fails ``virsh detach-device``. Each event is seen by ``virsh
 qemu-monitor-event`` and by ``qmpevents watch`` (tests/libvirt/observers.py).
+A guest panic (Linux's RTAS ibm,os-term, ``x-sim-os-term``) makes libvirt apply
+``<on_crash>coredump-restart``.
 
 Where real QEMU can play the same part with no guest OS (its firmware, SLOF,
 answers no unplug request and keeps running), the tests run both emulators
@@ -24,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -80,22 +83,28 @@ def test_libvirt_probes_the_ppc64_binary(emulators: dict[str, str]) -> None:
     assert "<value>virtio</value>" in ours
 
 
-@pytest.fixture
-def domain(
-    request: pytest.FixtureRequest, emulators: dict[str, str], tmp_path: Path
-) -> Iterator[str]:
-    """A running transient pseries domain on the emulator the test is parametrized with."""
-    which = request.param
-    name = f"qmpevents-test-pseries-{which}-{os.getpid()}-{next(_names)}"
+@contextmanager
+def running(emulator: str, tmp_path: Path, on_crash: str = "preserve") -> Iterator[str]:
+    """A running transient pseries domain on ``emulator``, destroyed afterwards."""
+    name = f"qmpevents-test-pseries-{os.getpid()}-{next(_names)}"
     disk = tmp_path / "disk.img"
     disk.write_bytes(bytes(1 << 20))
     xml = tmp_path / "domain.xml"
-    xml.write_text(pseries_domain_xml(name, emulators[which], disk))
+    xml.write_text(pseries_domain_xml(name, emulator, disk, on_crash=on_crash))
     virsh("create", str(xml), timeout=180)
     try:
         yield name
     finally:
         virsh("destroy", name, check=False)
+
+
+@pytest.fixture
+def domain(
+    request: pytest.FixtureRequest, emulators: dict[str, str], tmp_path: Path
+) -> Iterator[str]:
+    """A running transient pseries domain on the emulator the test is parametrized with."""
+    with running(emulators[request.param], tmp_path) as name:
+        yield name
 
 
 def state(name: str) -> str:
@@ -186,3 +195,35 @@ def test_an_unplug_the_guest_refuses(domain: str, tmp_path: Path) -> None:
     ]
     assert "<memory model='dimm'" in virsh("dumpxml", domain)
     assert state(domain) == "running (booted)"
+
+
+PSERIES_PANIC_RESTART = ["GUEST_PANICKED", "STOP", "DUMP_COMPLETED", "RESET", "RESUME"]
+"""libvirt's coredump-restart of a pseries guest that panicked: as on pc, but SLOF
+does not reset the machine again after libvirt's reset (tests/data/qemu-7.2/os_term.json)."""
+
+
+def test_a_panic_makes_libvirt_dump_and_restart(emulators: dict[str, str], tmp_path: Path) -> None:
+    """Linux on pseries panics through RTAS ibm,os-term (``<panic model='pseries'/>``)."""
+    with running(emulators["sim"], tmp_path, on_crash="coredump-restart") as name:
+        dumps = Path("/var/lib/libvirt/qemu/dump")
+        pattern = f"{virsh('domid', name).strip()}-*"
+        before = set(dumps.glob(pattern)) if dumps.exists() else set()
+        seen = Seen(name)
+        try:
+            virsh(
+                "qemu-monitor-command",
+                name,
+                '{"execute":"x-sim-os-term","arguments":{"message":"Kernel panic"}}',
+            )
+            events = seen.next_names(len(PSERIES_PANIC_RESTART))
+        finally:
+            seen.close()
+        made = set(dumps.glob(pattern)) - before
+        for dump in made:
+            dump.unlink()
+        assert [event.split(" ", 1)[0] for event in events] == PSERIES_PANIC_RESTART
+        assert events[0] == 'GUEST_PANICKED {"action":"pause"}'
+        assert len(made) == 1
+        assert state(name) == "running (crashed)"
+        log = Path(f"/var/log/libvirt/qemu/{name}.log").read_text()
+        assert "qmpevents-qemu-ppc64: OS terminated: Kernel panic" in log

@@ -81,6 +81,19 @@ async def test_guest_panic(tmp: str) -> None:
     assert result.statuses["default"] == 0
 
 
+async def test_os_term(tmp: str) -> None:
+    """A pseries guest's panic: RTAS ibm,os-term, once paused and again after cont."""
+    message = "Kernel panic - not syncing: sysrq triggered crash\n"
+    term = GuestAction("start", [{"execute": "x-sim-os-term", "arguments": {"message": message}}])
+    actions = {
+        "guest calls RTAS ibm,os-term (a Linux panic on pseries)": term,
+        "ibm,os-term again once running": term,
+    }
+    result = await replay("os_term", tmp, actions)
+    recorded = load_transcript("os_term")["processes"][0]["stderr"]
+    assert result.stderr.getvalue() == recorded.replace("qemu-system-ppc64", "qmpevents-qemu")
+
+
 async def test_quorum(tmp: str) -> None:
     result = await replay("quorum", tmp, {})
     assert "read failed: Input/output error" in result.stdout.getvalue()

@@ -5,17 +5,16 @@ come from QEMU 7.2 itself (:mod:`qmpevents.sim.recorded`), but these must
 describe the simulator, or libvirt would ask it for what it cannot do (the QOM
 types are :mod:`qmpevents.sim.qom`'s):
 
-* ``query-machines`` lists the machine types the simulator accepts
-  (:data:`~qmpevents.sim.help.MACHINE_TYPES`), with the members libvirt reads.
-  The values of pc, q35 and none are QEMU 7.2's own (recorded from
-  ``qemu-system-x86_64``; a test compares them with the recording). pseries is
-  ``qemu-system-ppc64``'s, whose values come from QEMU 7.2's hw/ppc/spapr.c
-  (cpu-max ``SPAPR_IRQ_NR_IPIS``, a POWER9 default CPU): no ppc64 QEMU was at hand
-  to record it.
+* ``query-machines`` lists the machine types the target's binary accepts
+  (:mod:`qmpevents.sim.target`), with the members libvirt reads. The values are
+  QEMU 7.2's own: pc, q35 and none recorded from ``qemu-system-x86_64``, pseries
+  from ``qemu-system-ppc64`` (tests compare them with both recordings); the
+  default is the target's (pc, or pseries).
 * ``query-kvm`` says the accelerator in use, which is never KVM
-  (:mod:`qmpevents.sim.accel`): ``present`` (the binary is built with KVM, as
-  ``-accel help`` says) and not ``enabled``, what QEMU 7.2 says without
-  ``/dev/kvm``. libvirt then probes once, under TCG.
+  (:mod:`qmpevents.sim.accel`): ``present`` as the binary says it (x86_64 is
+  built with KVM, as ``-accel help`` says; Debian's ppc64 binary is not) and
+  not ``enabled``, what QEMU 7.2 says without ``/dev/kvm``. libvirt then
+  probes once, under TCG.
 * ``query-tpm-models`` and ``query-tpm-types`` are empty: the simulator has no
   TPM (QEMU 7.2 lists tpm-crb and tpm-tis, passthrough and emulator).
 * ``query-command-line-options`` keeps QEMU 7.2's entries for the option groups

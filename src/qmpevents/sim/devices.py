@@ -12,6 +12,11 @@ The guest's side is played by QMP commands in QEMU's experimental ``x-`` style
   or 1 for ``exit-failure``) after the reply, unless ``shutdown=pause`` (or
   ``-no-shutdown``) turns that into the pause case; ``none`` sends
   GUEST_PANICKED{run}. Neither event is rate-limited.
+* ``x-sim-os-term {"message": M}``: a pseries guest's RTAS call ibm,os-term,
+  which Linux makes when it panics there (pseries has no pvpanic port; libvirt's
+  ``<panic model='pseries'/>``). QEMU prints ``OS terminated: M`` (up to 511
+  bytes, to the first NUL) and handles the panic as above (measured on
+  qemu-system-ppc64 7.2, tests/data/qemu-7.2/os_term.json).
 * ``x-sim-vserport {"id": ID, "open": B}``: the guest driver's PORT_OPEN on the
   ``virtserialport`` with qdev id ID: VSERPORT_CHANGE, throttled per id, sent
   again for a port already in that state; an unknown id does nothing.
@@ -66,6 +71,12 @@ class PvpanicArguments(msgspec.Struct):
     """``x-sim-pvpanic``: the byte the guest writes to the pvpanic I/O port."""
 
     value: int
+
+
+class OsTermArguments(msgspec.Struct):
+    """``x-sim-os-term``: the message the guest passes to RTAS ibm,os-term."""
+
+    message: str = ""
 
 
 class VserportArguments(msgspec.Struct):
@@ -151,6 +162,7 @@ class Devices:
             "query-memory-devices", self._query_memory_devices, returns=list[MemoryDeviceInfo]
         )
         server.register("x-sim-pvpanic", self._pvpanic, PvpanicArguments)
+        server.register("x-sim-os-term", self._os_term, OsTermArguments)
         server.register("x-sim-vserport", self._vserport, VserportArguments)
         server.register("x-sim-unplug-reject", self._unplug_reject, DeviceIdArguments)
         server.register("x-sim-unplug-policy", self._unplug_policy, UnplugPolicyArguments)
@@ -166,6 +178,16 @@ class Devices:
             self.guest_panicked(ctx)
         elif args.value & _CRASH_LOADED:
             self._machine.server.emit("GUEST_CRASHLOADED", {"action": "run"})
+        return {}
+
+    def _os_term(self, args: OsTermArguments, ctx: CommandContext) -> Any:
+        machine_type = self._machine.config.machine_type
+        if machine_type != "pseries":
+            fail(f"ibm,os-term is an RTAS call of the pseries machine, not of {machine_type}")
+        # QEMU reads 511 bytes of guest memory and prints them up to the first NUL.
+        message = args.message.encode()[:511].split(b"\0", 1)[0]
+        self._machine.error_report(f"OS terminated: {message.decode(errors='replace')}")
+        self.guest_panicked(ctx)
         return {}
 
     def guest_panicked(self, ctx: CommandContext | None) -> None:

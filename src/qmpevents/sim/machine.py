@@ -177,6 +177,11 @@ class Machine:
         for drive in sorted(self.config.drives, key=lambda drive: drive.device is not None):
             self.block.add(dict(drive.options), drive.device)
 
+    def apply_spapr_caps(self) -> None:
+        """pseries' spapr_caps_apply(), at start and at every reset: its TCG warnings."""
+        for warning in _SPAPR_TCG_WARNINGS:
+            self.error_report(f"warning: {warning}")
+
     def error_report(self, message: str) -> None:
         """Print ``message`` on stderr as QEMU's ``error_report()`` and ``warn_report()`` do.
 
@@ -204,8 +209,7 @@ class Machine:
         self.accelerator = start_accelerator(self)
         if self.config.machine_type == "pseries":
             _check_rma(self.config)
-            for warning in _SPAPR_TCG_WARNINGS:
-                self.error_report(f"warning: {warning}")
+            self.apply_spapr_caps()
         self.create_drives()
         self.cpus.start()
         await self.chardevs.start()

@@ -4,7 +4,8 @@ Before libvirt uses a QEMU binary it asks it about itself (its capability
 probe: CPU models, device and object properties, command-line options, ...),
 and when it starts a domain it reads the ~400 properties of the guest CPU. The
 simulator models none of that. Rather than invent answers it gives QEMU 7.2's
-own, from ``qmpevents/sim/data/libvirt-qemu-7.2.json``: what QEMU answered
+own, from ``qmpevents/sim/data/libvirt-qemu-7.2.json`` (``-ppc64.json`` for
+``qmpevents-qemu-ppc64``, :mod:`qmpevents.sim.target`): what QEMU answered
 libvirtd, recorded by ``tools/record_libvirt.py`` (``make libvirt-recording``).
 
 The rules, so that a recording never hides or contradicts the model:
@@ -32,7 +33,7 @@ it registers the command itself and takes from the recording only what it
 lacks, with :meth:`Recording.reply`; so can a model that answers a recorded
 command for some arguments only (``qom-list`` of ``/machine/peripheral``).
 
-What the recording holds describes QEMU 7.2's binary (x86_64, TCG, no KVM) and
+What the x86_64 recording holds describes QEMU 7.2's binary (x86_64, TCG, no KVM) and
 its ``qemu64`` CPU (``qom-get``/``qom-list`` of ``/machine/unattached/device[0]``),
 the CPU libvirt gives a pc or q35 domain under TCG. The simulator keeps no CPU
 model of its own: under another ``-cpu`` those answers describe the wrong CPU.

@@ -12,7 +12,9 @@ with a boot-sector guest: on pc and q35, SeaBIOS resets the machine once more
 itself, about 40 ms after its vCPUs start again (at once when running, else
 after ``cont``): RESET ``{"guest": true, "reason": "guest-reset"}``. It does
 not on a cold start, and pseries' SLOF does not. libvirt's ``virsh reboot``
-(``system_reset`` then ``cont``) therefore ends RESET, RESUME, RESET.
+(``system_reset`` then ``cont``) therefore ends RESET, RESUME, RESET on pc.
+A pseries reset applies the machine's capabilities again, with their TCG
+warnings on stderr (measured on qemu-system-ppc64 7.2).
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ class SystemReset:
             else:
                 server.request_close(0)
             return
+        if config.machine_type == "pseries":  # the machine's reset re-applies its caps
+            self._machine.apply_spapr_caps()
         server.emit("RESET", {"guest": guest, "reason": reason})
         server.vm.reset()
         if not guest and config.machine_type in _SEABIOS_MACHINES and self._firmware is None:
