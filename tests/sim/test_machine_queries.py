@@ -145,6 +145,8 @@ PPC64_CASES: dict[str, tuple[list[str], list[Query]]] = {
          "driver=file,filename={dir}/c0.raw,node-name=f"],
         [("query-hotpluggable-cpus", None), ("query-cpus-fast", None), ("query-block", None)],
     ),
+    # Debian's qemu-system-ppc64 is built without KVM.
+    "no-kvm": (["-accel", "kvm"], []),
     # SLOF's Real Mode Area: too little memory ends both at the start.
     "pseries-small": (["-m", "64"], []),
     "pseries-small-node0": (
@@ -192,7 +194,7 @@ def ask(
             for query, arguments in queries:
                 lines += monitor.execute(query, arguments)
             monitor.execute("quit")
-        except OSError:  # it refused the command line (QEMU listens before it checks all)
+        except (OSError, EOFError):  # refused: QEMU listens before it checks everything
             lines = [f"exit status {process.wait(30)}"]
         _, stderr = process.communicate(timeout=30)
     finally:
