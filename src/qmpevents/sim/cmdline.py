@@ -24,7 +24,7 @@ from qmpevents.sim.cmdline_devices import DeviceOptions
 from qmpevents.sim.cmdline_host import HOST_OPTIONS, HostOptions, LateError, parse_mon
 from qmpevents.sim.cmdline_objects import ObjectOptions
 from qmpevents.sim.config import ChardevConfig, DriveConfig, MachineConfig, MonitorEndpoint
-from qmpevents.sim.help import MACHINE_TYPES, HelpRequested
+from qmpevents.sim.help import MACHINE_TYPES, HelpRequested, machine_type_name
 from qmpevents.sim.opts import OptionError, parse_bool, parse_opts, parse_size, parse_tree
 from qmpevents.sim.target import CPU_FAMILY, X86_64, Target
 
@@ -146,7 +146,7 @@ class _Parser:
     def _machine_built(self) -> None:
         from qmpevents.sim.capabilities import MACHINE_INFO
 
-        name = next(m.name for m in MACHINE_TYPES if self.config.machine_type in (m.name, m.alias))
+        name = machine_type_name(self.config.machine_type)
         default_cpu = MACHINE_INFO[name].default_cpu_type
         model = self.config.cpu_model
         if model is not None and default_cpu and not default_cpu.endswith(CPU_FAMILY[model]):

@@ -25,6 +25,7 @@ from qmpevents.sim.cmdline_objects import ObjectOptions
 from qmpevents.sim.config import DeviceConfig, DimmConfig, MachineConfig, VserportConfig
 from qmpevents.sim.opts import OptionError, parse_bool, parse_tree
 from qmpevents.sim.pci import PciBus, pci_address
+from qmpevents.sim.target import TARGETS
 
 __all__ = ["DEVICE_PROPERTIES", "DeviceOptions"]
 
@@ -139,7 +140,7 @@ class DeviceOptions:
             raise OptionError("Parameter 'driver' is missing")
         driver = _ALIASES.get(driver, driver)
         allowed = DEVICE_PROPERTIES.get(driver)
-        if allowed is None:
+        if allowed is None or driver in TARGETS[self.config.target].lacks_devices:
             raise OptionError(f"'{driver}' is not a valid device model name")
         props: dict[str, Any] = {}
         for key, item in tree.items():
@@ -183,8 +184,9 @@ class DeviceOptions:
         self._pci.plug(driver, device_id, props.get("addr"), bool(props.get("multifunction")))
 
     def _pvpanic(self, driver: str, device_id: str, props: dict[str, Any], *_: str) -> None:
-        if self.config.machine_type == "pseries" or self.config.target == "ppc64":
-            # qemu-system-ppc64 has no ISA devices at all (measured on QEMU 7.2).
+        if self.config.machine_type == "pseries":
+            # qemu-system-ppc64 has no ISA devices at all (measured on QEMU 7.2); the
+            # x86_64 binary, which also takes pseries, refuses them there alike.
             raise OptionError(f"'{driver}' is not a valid device model name")
         isa = self.config.machine_type in ("pc", "q35")
         self._bus(driver, props, "ISA", ["isa.0"] if isa else [])

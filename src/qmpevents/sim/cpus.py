@@ -33,8 +33,10 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from qmpevents.server.commands import CommandContext
+from qmpevents.sim.capabilities import MACHINE_INFO
 from qmpevents.sim.config import CpuTopology, MachineConfig
 from qmpevents.sim.errors import fail
+from qmpevents.sim.help import machine_type_name
 from qmpevents.sim.target import CPU_FAMILY
 
 if TYPE_CHECKING:
@@ -115,10 +117,11 @@ def slot_text(props: CpuProps) -> str:
 
 
 def cpu_model(config: MachineConfig) -> str:
-    """The guest's CPU model: ``-cpu``'s, or the machine type's default."""
+    """The guest's CPU model: ``-cpu``'s, or the machine type's default (qemu64 for none)."""
     if config.cpu_model is not None:
         return config.cpu_model
-    return "power9_v2.0" if config.machine_type == "pseries" else "qemu64"
+    default = MACHINE_INFO[machine_type_name(config.machine_type)].default_cpu_type
+    return default.split("-", 1)[0] if default else "qemu64"
 
 
 class Cpus:

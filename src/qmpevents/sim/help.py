@@ -26,6 +26,7 @@ __all__ = [
     "HelpTopic",
     "MachineType",
     "help_text",
+    "machine_type_name",
 ]
 
 HelpTopic = Literal["help", "version", "machine", "device", "accel"]
@@ -98,6 +99,15 @@ MACHINE_TYPES: Final = (
     MachineType("pseries-7.2", "pSeries Logical Partition (PAPR compliant)", alias="pseries"),
     MachineType("none", "empty machine"),
 )
+
+
+def machine_type_name(name: str) -> str:
+    """The versioned name of machine type ``name`` (``pc`` -> ``pc-i440fx-7.2``)."""
+    for machine in MACHINE_TYPES:
+        if name in (machine.alias, machine.name):
+            return machine.name
+    return name
+
 
 # What Debian's qemu-system-x86_64 7.2 is built with, in -accel help order; the
 # simulator has no KVM (qmpevents.sim.accel).

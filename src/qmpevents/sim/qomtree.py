@@ -36,7 +36,7 @@ from qmpevents.sim.capabilities import MACHINE_INFO
 from qmpevents.sim.config import DeviceConfig, MachineConfig
 from qmpevents.sim.errors import fail
 from qmpevents.sim.ghash import hash_order
-from qmpevents.sim.help import MACHINE_TYPES
+from qmpevents.sim.help import machine_type_name
 
 if TYPE_CHECKING:
     from qmpevents.sim.machine import Machine
@@ -75,20 +75,13 @@ def device_list(config: MachineConfig) -> list[DeviceConfig]:
     return devices
 
 
-def _machine_type_name(alias: str) -> str:
-    for machine in MACHINE_TYPES:
-        if alias in (machine.alias, machine.name):
-            return machine.name
-    return alias
-
-
 class QomTree:
     """The modelled containers of one machine, and ``qom-list``."""
 
     def __init__(self, machine: Machine) -> None:
         self._machine = machine
         config = machine.config
-        self.machine_type = _machine_type_name(config.machine_type)
+        self.machine_type = machine_type_name(config.machine_type)
         self.children: dict[str, dict[str, str]] = {path: {} for path in _CONTAINERS}
         self._leaves: dict[str, str] = {}  # path -> QOM type, for objects listed elsewhere
         root = self.children["/"]
